@@ -38,7 +38,9 @@ class HashedPassword:
 
     def encode(self) -> str:
         """Return the ``ENC(...)`` text, hex in upper case as Artemis writes it."""
-        body = _SEPARATOR.join((str(self.iterations), self.salt.hex().upper(), self.digest.hex().upper()))
+        body = _SEPARATOR.join(
+            (str(self.iterations), self.salt.hex().upper(), self.digest.hex().upper())
+        )
         return f"{ENC_PREFIX}{body}{ENC_SUFFIX}"
 
 
@@ -46,7 +48,9 @@ def _derive(plain: str, salt: bytes, iterations: int, length: int) -> bytes:
     return hashlib.pbkdf2_hmac("sha1", plain.encode("utf-8"), salt, iterations, length)
 
 
-def hash_password(plain: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
+def hash_password(
+    plain: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
+) -> str:
     """Hash ``plain`` into Artemis's one-way form ``ENC(<iterations>:<salt hex>:<hash hex>)``.
 
     ``iterations`` defaults to 1024 (Artemis's value). ``salt`` defaults to 32 fresh random bytes;
@@ -59,7 +63,9 @@ def hash_password(plain: str, *, iterations: int = DEFAULT_ITERATIONS, salt: byt
         salt = secrets.token_bytes(SALT_LENGTH)
     elif not salt:
         raise ValueError("salt must not be empty")
-    return HashedPassword(iterations, bytes(salt), _derive(plain, salt, iterations, KEY_LENGTH)).encode()
+    return HashedPassword(
+        iterations, bytes(salt), _derive(plain, salt, iterations, KEY_LENGTH)
+    ).encode()
 
 
 def is_hashed(stored: str) -> bool:
@@ -75,7 +81,9 @@ def parse_hashed(stored: str) -> HashedPassword:
     load time instead of failing every login.
     """
     if not is_hashed(stored):
-        raise ConfigError("a hashed password must be written ENC(<iterations>:<salt hex>:<hash hex>)")
+        raise ConfigError(
+            "a hashed password must be written ENC(<iterations>:<salt hex>:<hash hex>)"
+        )
     parts = stored[len(ENC_PREFIX) : -len(ENC_SUFFIX)].split(_SEPARATOR)
     if len(parts) != 3:
         raise ConfigError(
