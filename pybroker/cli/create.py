@@ -188,6 +188,8 @@ def parse_destinations(
         item = item.strip()
         if not item:
             continue
+        if "::" in item:
+            raise ConfigError(f"{option}: {item!r}: '::' is reserved for fully qualified queues")
         name, separator, routing = item.rpartition(":")
         if not separator:
             name, routing = item, default_routing
@@ -198,8 +200,8 @@ def parse_destinations(
             )
         if not name:
             raise ConfigError(f"{option}: empty name in {item!r}")
-        if "::" in name or name.endswith(":"):
-            raise ConfigError(f"{option}: {name!r}: '::' is reserved for fully qualified queues")
+        if ":" in name:
+            raise ConfigError(f"{option}: {item!r}: a name must not contain ':'")
         result.append((name, routing))
     return result
 
