@@ -21,9 +21,9 @@ moves through three states:
 
 Scans resume where the previous call stopped, so input fed one byte at a time costs linear
 time, and the events do not depend on how the input was split (one event per EOL between
-frames; coalescing heart-beats would have made them depend on it). Every limit is checked
-against a lower bound of the frame's size as soon as the bytes are buffered, so an oversized
-frame fails before it is complete. The first error is remembered: the codec then refuses all
+frames; coalescing heart-beats would have made them depend on it). Each ``next_event`` checks
+the limits against a lower bound of the frame's size from what is buffered, so an oversized
+frame (or a line that cannot start a command) fails before it is complete. The first error is remembered: the codec then refuses all
 further input, because after a framing error the position of the next frame is unknown.
 
 Version rules (STOMP specification, "Value Encoding"; Artemis's decoders agree):
@@ -129,6 +129,14 @@ def _unescape(text: str, table: dict[str, str], command: str, line_number: int) 
         start = slash + 2
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _parse_content_length(value: str, command: str) -> int:
     if not value or not value.isascii() or not value.isdigit():
         raise StompProtocolError(f"{_frame_name(command)}: bad content-length {value[:40]!r}")
@@ -171,7 +179,7 @@ class StompCodec:
         self._error: str | None = None
         # Frame under construction; offsets are relative to _pos, so compaction keeps them.
         self._command: str | None = None
-        self._lines: list[bytes] = []
+        self._lines: list[bytearray] = []
         self._line_start = 0
         self._body_start = 0
         self._body_scan = 0
@@ -271,7 +279,7 @@ class StompCodec:
                     raise StompProtocolError(
                         f"{_frame_name(self._command)}: more than {self.max_headers} headers"
                     )
-                self._lines.append(bytes(buffer[start:end]))
+                self._lines.append(buffer[start:end])
             start = newline + 1
 
     def _check_partial_line(self, start: int) -> None:
@@ -310,26 +318,32 @@ class StompCodec:
         table = _UNESCAPE_12 if version == "1.2" else _UNESCAPE_11
         headers: list[tuple[str, str]] = []
         content_length: int | None = None
-        for number, raw in enumerate(self._lines, 1):
-            if strict_cr and b"\r" in raw:
-                raise StompProtocolError(
-                    f"{_frame_name(command)}: header line {number} holds a carriage return"
-                )
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise StompProtocolError(
-                    f"{_frame_name(command)}: header line {number} is not valid UTF-8"
-                ) from None
-            colon = text.find(":")
-            if colon <= 0:
-                problem = "has no ':'" if colon < 0 else "has an empty name"
+        # Lines hold no LF, so one decode of the joined block stands for one per line.
+        block = b"\n".join(self._lines)
+        if strict_cr and b"\r" in block:
+            number = next(n for n, raw in enumerate(self._lines, 1) if b"\r" in raw)
+            raise StompProtocolError(
+                f"{_frame_name(command)}: header line {number} holds a carriage return"
+            )
+        try:
+            texts = block.decode("utf-8").split("\n") if block else []
+        except UnicodeDecodeError:
+            number = next(n for n, raw in enumerate(self._lines, 1) if not _is_utf8(raw))
+            raise StompProtocolError(
+                f"{_frame_name(command)}: header line {number} is not valid UTF-8"
+            ) from None
+        for number, text in enumerate(texts, 1):
+            name, colon, value = text.partition(":")
+            if not name:
+                problem = "has an empty name" if colon else "has no ':'"
                 raise StompProtocolError(f"{_frame_name(command)}: header line {number} {problem}")
-            name = text[:colon]
-            value = text[colon + 1 :]
+            if not colon:
+                raise StompProtocolError(f"{_frame_name(command)}: header line {number} has no ':'")
             if escaped:
-                name = _unescape(name, table, command, number)
-                value = _unescape(value, table, command, number)
+                if "\\" in name:
+                    name = _unescape(name, table, command, number)
+                if "\\" in value:
+                    value = _unescape(value, table, command, number)
             elif trim:
                 value = value.lstrip(" \t")
             if name == "content-length":

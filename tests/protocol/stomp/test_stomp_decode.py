@@ -326,3 +326,8 @@ def test_large_body_without_content_length_streamed_scans_linearly() -> None:
         codec.receive_data(data[offset : offset + 1024])
         events = drain(codec)
     assert events == [Frame("SEND", [("destination", "/q")], body)]
+
+
+def test_content_length_with_leading_space_is_trimmed_in_1_0_only() -> None:
+    data = b"SEND\ncontent-length: 2\n\nab\x00"
+    assert decode(data, "1.0") == [Frame("SEND", [("content-length", "2")], b"ab")]

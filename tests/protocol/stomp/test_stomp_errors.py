@@ -238,3 +238,19 @@ def test_limits_must_be_positive() -> None:
 def test_set_version_rejects_unknown_versions() -> None:
     with pytest.raises(ValueError, match=r"2\.0"):
         StompCodec().set_version("2.0")
+
+
+@pytest.mark.parametrize(
+    ("version", "bad_line", "message"),
+    [
+        ("1.2", b"b:\xff", "header line 3 is not valid UTF-8"),
+        ("1.2", b"b:x\ry", "header line 3 holds a carriage return"),
+        ("1.2", b"b", "header line 3 has no ':'"),
+        ("1.1", b"b:\\t", "header line 3 has the undefined escape sequence '\\\\\\\\t'"),
+    ],
+)
+def test_errors_name_the_header_line(version: str, bad_line: bytes, message: str) -> None:
+    codec = codec_for(version)
+    codec.receive_data(b"SEND\na:1\nok:2\n" + bad_line + b"\nz:3\n\n\x00")
+    with pytest.raises(StompProtocolError, match=f"STOMP SEND frame: {message}"):
+        codec.next_event()
