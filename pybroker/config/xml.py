@@ -20,6 +20,7 @@ from pybroker.errors import ConfigError
 XINCLUDE_NS = "http://www.w3.org/2001/XInclude"
 
 _PROPERTY = re.compile(r"\$\{([^}]*)\}")
+_ENTITY_DECLARATION = re.compile(rb"<!ENTITY\s+(?:%\s+)?([^\s>]*)")
 
 
 def _parser() -> etree.XMLParser:
@@ -64,6 +65,15 @@ def parse_document(data: bytes | str, *, file: str) -> etree._Element:
     if isinstance(data, str):
         # lxml refuses str input that carries an encoding declaration; encode it ourselves.
         data = data.encode("utf-8")
+    # Refuse entity declarations before libxml2 sees them, so no libxml2 version or limit
+    # decides whether a "billion laughs" is expanded.
+    declaration = _ENTITY_DECLARATION.search(data)
+    if declaration is not None:
+        line = data.count(b"\n", 0, declaration.start()) + 1
+        name = declaration.group(1).decode("utf-8", "replace")
+        raise ConfigError(
+            f"DOCTYPE declares entity {name!r}; entity declarations are refused in broker "
+            "configuration", file=file, line=line)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as error:

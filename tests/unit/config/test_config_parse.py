@@ -963,7 +963,7 @@ def test_address_setting_deprecations_and_duplicates(core_xml):
           <page-max-cache-size>5</page-max-cache-size></address-setting>
         <address-setting match="a"><max-delivery-attempts>1</max-delivery-attempts>
         </address-setting></address-settings>"""))
-    [(match, settings)] = config.address_settings
+    [(_, settings)] = config.address_settings
     assert settings.default_last_value_queue is True and settings.last_value_queue is True
     assert settings.max_delivery_attempts is None  # the duplicate was dropped
     assert len(config.warnings) == 3
