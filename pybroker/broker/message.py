@@ -1,0 +1,286 @@
+"""Messages as the broker core sees them, and the seam to protocol-specific encodings.
+
+A :class:`Message` keeps the bytes its producer's protocol sent (``body``), untouched, plus the few
+fields routing and delivery need (address, durability, priority, expiry). A protocol that receives
+a message from another protocol converts it through the :class:`MessageCodec` of the protocol the
+message came in with; the core never decodes a body.
+
+Properties (the application properties filters and duplicate detection look at) are decoded
+lazily by the message's codec: most messages are routed and delivered without anyone asking.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import msgpack
+
+from pybroker.config.model import RoutingType
+
+#: Property carrying the duplicate-detection id (Artemis's Message.HDR_DUPLICATE_DETECTION_ID).
+DUPLICATE_ID_PROPERTY = "_AMQ_DUPL_ID"
+ORIGINAL_ADDRESS = "_AMQ_ORIG_ADDRESS"
+ORIGINAL_QUEUE = "_AMQ_ORIG_QUEUE"
+ORIGINAL_MESSAGE_ID = "_AMQ_ORIG_MESSAGE_ID"
+ORIGINAL_ROUTING_TYPE = "_AMQ_ORIG_ROUTING_TYPE"
+ACTUAL_EXPIRY = "_AMQ_ACTUAL_EXPIRY"
+
+DEFAULT_PRIORITY = 4
+
+# Fixed per-message overhead used for memory accounting (object, slots, refs); the body length is
+# added to it. Paging limits (max-size-bytes) are computed from this estimate.
+MESSAGE_OVERHEAD_BYTES = 200
+
+
+class MessageCodec(Protocol):
+    """What a protocol offers the core about the messages it produced."""
+
+    protocol: str
+
+    def decode_properties(self, message: Message) -> dict[str, Any]:
+        """Return the application properties of ``message`` (called at most once per message)."""
+        ...
+
+    def duplicate_id(self, message: Message) -> Any:
+        """The ``_AMQ_DUPL_ID`` property or None; may avoid decoding every property."""
+        ...
+
+
+class _NoCodec:
+    protocol = "core"
+
+    def decode_properties(self, message: Message) -> dict[str, Any]:
+        return {}
+
+    def duplicate_id(self, message: Message) -> Any:
+        return message.properties.get(DUPLICATE_ID_PROPERTY)
+
+
+NO_CODEC: MessageCodec = _NoCodec()
+
+
+class Message:
+    """One message in the broker. Shared by every queue it was routed to (see MessageReference)."""
+
+    __slots__ = (
+        "_properties",
+        "address",
+        "annotations",
+        "body",
+        "codec",
+        "durable",
+        "expiration",
+        "extra",
+        "large",
+        "message_id",
+        "priority",
+        "protocol",
+        "ref_count",
+        "routing_type",
+        "size",
+        "stored",
+        "timestamp",
+        "user",
+    )
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        body: bytes,
+        protocol: str = "core",
+        codec: MessageCodec = NO_CODEC,
+        durable: bool = False,
+        priority: int = DEFAULT_PRIORITY,
+        expiration: int = 0,
+        timestamp: int = 0,
+        routing_type: RoutingType | None = None,
+        properties: dict[str, Any] | None = None,
+        annotations: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        user: str | None = None,
+        message_id: int = 0,
+    ) -> None:
+        self.message_id = message_id
+        self.address = address
+        self.body = body
+        self.protocol = protocol
+        self.codec = codec
+        self.durable = durable
+        self.priority = priority if 0 <= priority <= 9 else (9 if priority > 9 else 0)
+        self.expiration = expiration
+        self.timestamp = timestamp
+        self.routing_type = routing_type
+        self._properties = properties
+        # broker-added annotations (original address on a DLA move, ...), visible to every protocol
+        self.annotations = annotations
+        # protocol-specific fields that must survive storage (MQTT retain flag, STOMP headers...)
+        self.extra = extra
+        self.user = user
+        self.large = None
+        self.ref_count = 0
+        # True once the message record is in the journal: it must be deleted there when the
+        # last reference goes, whichever queue that is
+        self.stored = False
+        self.size = MESSAGE_OVERHEAD_BYTES + len(body)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """Application properties, decoded by the producing protocol's codec on first access."""
+        props = self._properties
+        if props is None:
+            props = self._properties = self.codec.decode_properties(self)
+        return props
+
+    def get_property(self, name: str, default: Any = None) -> Any:
+        """A property by name: broker annotations first, then application properties."""
+        annotations = self.annotations
+        if annotations and name in annotations:
+            return annotations[name]
+        return self.properties.get(name, default)
+
+    @property
+    def duplicate_id(self) -> bytes | str | None:
+        """The `_AMQ_DUPL_ID` property, if set."""
+        props = self._properties
+        if props is not None:
+            return props.get(DUPLICATE_ID_PROPERTY)
+        return self.codec.duplicate_id(self)
+
+    def is_expired(self, now_ms: int) -> bool:
+        return self.expiration != 0 and now_ms >= self.expiration
+
+    def copy(self, *, address: str | None = None, annotations: Mapping[str, Any] | None = None) -> Message:
+        """A copy for a move (DLA, expiry): new id assigned by the caller, same body."""
+        merged = dict(self.annotations or {})
+        if annotations:
+            merged.update(annotations)
+        clone = Message(
+            address=self.address if address is None else address,
+            body=self.body,
+            protocol=self.protocol,
+            codec=self.codec,
+            durable=self.durable,
+            priority=self.priority,
+            expiration=self.expiration,
+            timestamp=self.timestamp,
+            routing_type=self.routing_type,
+            properties=self._properties,
+            annotations=merged or None,
+            extra=self.extra,
+            user=self.user,
+        )
+        clone.large = self.large
+        return clone
+
+    # -- persistence ------------------------------------------------------------------------
+    def encode(self) -> bytes:
+        """The journal/page form of this message (msgpack; properties are not stored separately
+        for protocols whose body carries them)."""
+        store_props = self._properties if self.codec is NO_CODEC else None
+        return msgpack.packb(
+            (
+                1,
+                self.address,
+                self.protocol,
+                self.body,
+                self.durable,
+                self.priority,
+                self.expiration,
+                self.timestamp,
+                None if self.routing_type is None else self.routing_type.value,
+                store_props,
+                self.annotations,
+                self.extra,
+                self.user,
+            ),
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(
+        cls,
+        message_id: int,
+        data: bytes,
+        codecs: Mapping[str, MessageCodec] | Callable[[str], MessageCodec],
+    ) -> Message:
+        """Inverse of :meth:`encode`; ``codecs`` maps protocol names to their codec."""
+        (
+            _version,
+            address,
+            protocol,
+            body,
+            durable,
+            priority,
+            expiration,
+            timestamp,
+            routing,
+            props,
+            annotations,
+            extra,
+            user,
+        ) = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if callable(codecs):
+            codec = codecs(protocol)
+        else:
+            codec = codecs.get(protocol, NO_CODEC)
+        return cls(
+            message_id=message_id,
+            address=address,
+            body=body,
+            protocol=protocol,
+            codec=codec,
+            durable=durable,
+            priority=priority,
+            expiration=expiration,
+            timestamp=timestamp,
+            routing_type=None if routing is None else RoutingType(routing),
+            properties=props,
+            annotations=annotations,
+            extra=extra,
+            user=user,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(id={self.message_id}, address={self.address!r}, protocol={self.protocol}, "
+            f"durable={self.durable}, size={self.size})"
+        )
+
+
+class MessageReference:
+    """A message's place in one queue: its delivery count and who holds it now."""
+
+    __slots__ = ("consumer", "delivery_count", "excluded", "message", "queue", "scheduled")
+
+    def __init__(self, message: Message, queue: Any, delivery_count: int = 0) -> None:
+        self.message = message
+        self.queue = queue
+        self.delivery_count = delivery_count
+        self.consumer: Any = None
+        self.scheduled = 0
+        # consumer ids that must not get this reference again (AMQP undeliverable-here)
+        self.excluded: set[int] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageReference(message={self.message.message_id}, queue={self.queue.name!r}, "
+            f"delivery_count={self.delivery_count})"
+        )
+
+
+class IdGenerator:
+    """Message/queue id source. Ids are unique across restarts: the storage manager seeds it
+    above every id it recovered (and reserves blocks in the journal when persistent)."""
+
+    def __init__(self, start: int = 1) -> None:
+        self._counter = itertools.count(start)
+
+    def next(self) -> int:
+        return next(self._counter)
+
+    def advance_past(self, value: int) -> None:
+        current = next(self._counter)
+        self._counter = itertools.count(max(current, value + 1))

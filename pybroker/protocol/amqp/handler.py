@@ -1,0 +1,1006 @@
+"""AMQP 1.0 connections: proton's engine events <-> ServerSession operations.
+
+Theory of operation
+-------------------
+Bytes from the socket go into the :class:`~.engine.ProtonEngine`; after each push the handler
+drains the collector and acts on each event; then it writes the engine's output. Endpoints:
+
+* a remote *session* opens a :class:`ServerSession` (security principal from SASL);
+* a remote *receiver* (the client consumes) becomes a :class:`SenderLink`: a consumer on the queue
+  its source resolves to (Artemis's rules: capabilities ``queue``/``topic``, FQQN, dynamic
+  temporary queues, durable subscriptions named ``<container-id>.<link-name>``). It is the
+  queue's deliverer: ``deliver()`` sends while the link has credit and the socket is writable;
+  dispositions come back as DELIVERY events and settle the reference (accepted -> ack,
+  released -> cancel, modified -> cancel counting a failure when ``delivery-failed``,
+  rejected -> dead-letter);
+* a remote *sender* (the client produces) becomes a :class:`ReceiverLink`: it grants
+  ``amqpCredits`` credit and tops it up below ``amqpLowCredits``; each complete transfer is
+  routed through the session and settled *accepted* once durable (storage ``durable()``), or
+  *rejected* with ``amqp:not-found`` / ``amqp:unauthorized-access`` /
+  ``amqp:resource-limit-exceeded``.
+
+The hot path (DELIVERY, LINK_FLOW, sends) uses raw cproton calls; endpoint opening uses the proton
+wrapper objects. Every remote close is answered with a local close. Callbacks that run later
+(durable settlement) check that the connection and link are still open: proton frees endpoint
+memory once both sides closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from cproton import (
+    PN_ACCEPTED,
+    PN_CONNECTION_REMOTE_CLOSE,
+    PN_CONNECTION_REMOTE_OPEN,
+    PN_DELIVERY,
+    PN_LINK_FLOW,
+    PN_LINK_REMOTE_CLOSE,
+    PN_LINK_REMOTE_DETACH,
+    PN_LINK_REMOTE_OPEN,
+    PN_MODIFIED,
+    PN_REJECTED,
+    PN_RELEASED,
+    PN_SESSION_REMOTE_CLOSE,
+    PN_SESSION_REMOTE_OPEN,
+    PN_TRANSPORT_CLOSED,
+    PN_TRANSPORT_ERROR,
+    pn_collector_peek,
+    pn_collector_pop,
+    pn_condition_set_description,
+    pn_condition_set_name,
+    pn_delivery_aborted,
+    pn_delivery_link,
+    pn_delivery_local,
+    pn_delivery_partial,
+    pn_delivery_pending,
+    pn_delivery_readable,
+    pn_delivery_remote,
+    pn_delivery_remote_state,
+    pn_delivery_settle,
+    pn_delivery_settled,
+    pn_delivery_update,
+    pn_delivery_updated,
+    pn_disposition_condition,
+    pn_disposition_is_failed,
+    pn_disposition_is_undeliverable,
+    pn_event_connection,
+    pn_event_delivery,
+    pn_event_link,
+    pn_event_session,
+    pn_event_type,
+    pn_link_advance,
+    pn_link_credit,
+    pn_link_drained,
+    pn_link_flow,
+    pn_link_get_drain,
+    pn_link_is_sender,
+    pn_transport_condition,
+)
+from cproton_ffi import ffi, lib
+from proton import Condition, Connection, Data, Link, Session, Terminus, symbol
+
+from pybroker.broker.message import MessageReference
+from pybroker.broker.postoffice import AddressNotFoundError
+from pybroker.broker.queue import QueueError, ServerConsumer
+from pybroker.broker.server import BrokerServer, NotActiveError
+from pybroker.broker.session import ServerSession
+from pybroker.config.model import RoutingType
+from pybroker.errors import AddressFullError, ProtocolError, PyBrokerError, SecurityError
+
+from .engine import ProtonEngine
+from .message import amqp_to_core, core_to_amqp
+from .sasl import SaslServer
+
+log = logging.getLogger("pybroker.amqp")
+
+QUEUE_CAPABILITY = "queue"
+TOPIC_CAPABILITY = "topic"
+TEMP_QUEUE_CAPABILITY = "temporary-queue"
+TEMP_TOPIC_CAPABILITY = "temporary-topic"
+SHARED_CAPABILITY = "shared"
+GLOBAL_CAPABILITY = "global"
+ANONYMOUS_RELAY = "ANONYMOUS-RELAY"
+DELAYED_DELIVERY = "DELAYED_DELIVERY"
+SHARED_SUBS = "SHARED-SUBS"
+JMS_SELECTOR_FILTER_IDS = (symbol("apache.org:selector-filter:string"), 0x0000468C00000004)
+NO_LOCAL_FILTER_IDS = (symbol("apache.org:no-local-filter:list"), 0x0000468C00000003)
+CONNECTION_ID_PROPERTY = "__AMQ_CID"
+
+PRODUCT = "pybroker"
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pybroker")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "0"
+
+
+VERSION = _version()
+
+
+def _symbols(data: Data | None) -> set[str]:
+    """Symbols of a capabilities field (a single symbol or an array of them)."""
+    if data is None:
+        return set()
+    data.rewind()
+    found: set[str] = set()
+    while data.next():
+        value = data.get_object()
+        if value is None:
+            continue
+        if isinstance(value, str):
+            found.add(str(value))
+        else:
+            try:
+                found.update(str(item) for item in value)
+            except TypeError:
+                pass
+    data.rewind()
+    return found
+
+
+def _filters(data: Data | None) -> dict[Any, Any]:
+    if data is None:
+        return {}
+    data.rewind()
+    if not data.next():
+        return {}
+    try:
+        value = data.get_object()
+    except Exception:  # noqa: BLE001 - unparsable filter map: treat as none
+        return {}
+    finally:
+        data.rewind()
+    return value if isinstance(value, dict) else {}
+
+
+def _find_filter(filters: dict[Any, Any], ids: tuple[Any, ...]) -> tuple[Any, Any] | None:
+    for key, value in filters.items():
+        descriptor = getattr(value, "descriptor", None)
+        if key in ids[:1] or descriptor in ids:
+            return key, value
+    return None
+
+
+class AMQPError(ProtocolError):
+    """An error to report to the peer with an AMQP condition name."""
+
+    def __init__(self, condition: str, description: str) -> None:
+        super().__init__(description)
+        self.condition = condition
+        self.description = description
+
+
+def _condition_for(error: Exception) -> tuple[str, str]:
+    if isinstance(error, AMQPError):
+        return error.condition, error.description
+    if isinstance(error, SecurityError):
+        return "amqp:unauthorized-access", str(error)
+    if isinstance(error, AddressNotFoundError):
+        return "amqp:not-found", str(error)
+    if isinstance(error, AddressFullError):
+        return "amqp:resource-limit-exceeded", str(error)
+    if isinstance(error, NotActiveError):
+        return "amqp:connection:forced", str(error)
+    if isinstance(error, QueueError):
+        return "amqp:resource-locked", str(error)
+    if isinstance(error, PyBrokerError):
+        return "amqp:internal-error", str(error)
+    return "amqp:internal-error", f"{type(error).__name__}: {error}"
+
+
+class ReceiverLink:
+    """A client producer: the broker receives transfers on this link."""
+
+    __slots__ = (
+        "address",
+        "closed",
+        "credits",
+        "explicit_routing",
+        "handler",
+        "link",
+        "low_credits",
+        "partial",
+        "ptr",
+        "session",
+        "transaction_coordinator",
+    )
+
+    def __init__(self, handler: AMQPConnectionHandler, link: Link, session: AMQPSession) -> None:
+        self.handler = handler
+        self.link = link
+        self.ptr = link._impl
+        self.session = session
+        self.address: str | None = None
+        self.explicit_routing: RoutingType | None = None
+        self.credits = handler.credits
+        self.low_credits = handler.low_credits
+        self.partial: bytearray | None = None
+        self.closed = False
+        self.transaction_coordinator = False
+
+    def open(self) -> None:
+        link = self.link
+        target = link.remote_target
+        handler = self.handler
+        server_session = self.session.server_session
+        if target.type == Terminus.COORDINATOR:
+            raise AMQPError("amqp:not-implemented", "transactions are not supported yet by pybroker")
+        capabilities = _symbols(target.capabilities)
+        explicit = _routing_from_capabilities(capabilities)
+        if target.dynamic:
+            routing = explicit or RoutingType.ANYCAST
+            name = str(uuid.uuid4())
+            if routing is RoutingType.ANYCAST:
+                server_session.create_temporary_queue(name, RoutingType.ANYCAST, name=name)
+            else:
+                server_session.post_office.create_address(name, {RoutingType.MULTICAST}, persist=False)
+                server_session.temporary_addresses.add(name)
+            self.address = name
+            self.explicit_routing = routing
+        else:
+            address = target.address or None
+            if address:
+                address, prefix_routing = handler.strip_prefix(address)
+                explicit = explicit or prefix_routing
+                base, queue = _split(address)
+                implicit = None
+                if explicit is None and queue is None:
+                    implicit = self._implicit(base)
+                info = server_session.address_query(base, explicit or implicit, auto_create=True)
+                if info is None:
+                    raise AMQPError("amqp:not-found", f"Address {address} is not found")
+                if queue is not None and server_session.find_queue(queue) is None:
+                    raise AMQPError("amqp:not-found", f"Queue {address} is not found")
+                server_session.check_send(address)
+                self.address = address
+                self.explicit_routing = explicit or implicit
+        link.target.copy(target)
+        if self.address is not None and target.dynamic:
+            link.target.address = self.address
+        link.rcv_settle_mode = Link.RCV_FIRST
+        link.open()
+        link.flow(self.credits)
+
+    def _implicit(self, address: str) -> RoutingType | None:
+        info = self.session.server_session.post_office.addresses.get(address)
+        if info is not None:
+            if len(info.routing_types) == 1:
+                return next(iter(info.routing_types))
+            return None
+        settings = self.handler.server.address_settings(address)
+        return settings.default_address_routing_type or RoutingType.MULTICAST
+
+    def on_transfer(self, delivery: Any) -> None:
+        """A complete (or aborted, or partial) transfer arrived."""
+        ptr = self.ptr
+        if pn_delivery_aborted(delivery):
+            self.partial = None
+            pn_delivery_settle(delivery)
+            return
+        pending = pn_delivery_pending(delivery)
+        buffer = bytearray(pending)
+        if pending:
+            received = lib.pn_link_recv(ptr, ffi.from_buffer(buffer), pending)
+            if received < pending:
+                del buffer[max(received, 0) :]
+        if pn_delivery_partial(delivery):
+            if self.partial is None:
+                self.partial = buffer
+            else:
+                self.partial += buffer
+            limit = self.handler.max_message_size
+            if limit and len(self.partial) > limit:
+                self.partial = None
+                self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
+                pn_link_advance(ptr)
+            return
+        if self.partial is not None:
+            self.partial += buffer
+            data = bytes(self.partial)
+            self.partial = None
+        else:
+            data = bytes(buffer)
+        pn_link_advance(ptr)
+        if pn_link_credit(ptr) <= self.low_credits and not self.closed:
+            pn_link_flow(ptr, self.credits - pn_link_credit(ptr))
+        self._route(delivery, data)
+
+    def _route(self, delivery: Any, data: bytes) -> None:
+        handler = self.handler
+        try:
+            message, parsed = amqp_to_core(data, self.address or "")
+            if self.address is None:
+                to = parsed.to
+                if not to:
+                    raise AMQPError("amqp:not-found", "anonymous-relay message with no 'to' address")
+                to, prefix_routing = handler.strip_prefix(to)
+                message.address = to
+                routing = prefix_routing
+                if routing is None:
+                    routing = _routing_from_annotations(parsed)
+            else:
+                routing = self.explicit_routing
+                if routing is None:
+                    routing = _routing_from_annotations(parsed)
+            result = self.session.server_session.send(message, routing)
+        except Exception as error:  # noqa: BLE001 - the transfer is refused, the link goes on
+            if not isinstance(error, PyBrokerError):
+                log.exception("failed to route an AMQP message on link %s", self.link.name)
+            condition, description = _condition_for(error)
+            if pn_delivery_settled(delivery):
+                pn_delivery_settle(delivery)
+                log.debug("dropped a pre-settled message: %s", description)
+            else:
+                self._reject(delivery, condition, description)
+            return
+        if pn_delivery_settled(delivery):
+            pn_delivery_settle(delivery)
+            return
+        durable = result.durable
+        if durable is None:
+            pn_delivery_update(delivery, PN_ACCEPTED)
+            pn_delivery_settle(delivery)
+            return
+        # accepted only once the message is on disk; the closure holds self, whose proton
+        # wrapper keeps the C link (and its unsettled deliveries) alive until it ran
+
+        def settle(future: Any) -> None:
+            if self.closed or handler.closed:
+                return
+            error = future.exception() if hasattr(future, "exception") else None
+            if error is not None:
+                condition, description = _condition_for(error)
+                self._reject(delivery, condition, f"message could not be stored: {description}")
+            else:
+                pn_delivery_update(delivery, PN_ACCEPTED)
+                pn_delivery_settle(delivery)
+            handler.want_flush()
+
+        if isinstance(durable, asyncio.Future):
+            durable.add_done_callback(settle)
+        else:
+            task = asyncio.ensure_future(durable)
+            task.add_done_callback(settle)
+
+    def _reject(self, delivery: Any, condition: str, description: str) -> None:
+        local = pn_delivery_local(delivery)
+        cond = pn_disposition_condition(local)
+        pn_condition_set_name(cond, condition)
+        pn_condition_set_description(cond, description)
+        pn_delivery_update(delivery, PN_REJECTED)
+        pn_delivery_settle(delivery)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _split(address: str) -> tuple[str, str | None]:
+    base, sep, queue = address.partition("::")
+    return (base, queue) if sep else (address, None)
+
+
+def _routing_from_capabilities(capabilities: set[str]) -> RoutingType | None:
+    if TOPIC_CAPABILITY in capabilities or TEMP_TOPIC_CAPABILITY in capabilities:
+        return RoutingType.MULTICAST
+    if QUEUE_CAPABILITY in capabilities or TEMP_QUEUE_CAPABILITY in capabilities:
+        return RoutingType.ANYCAST
+    return None
+
+
+def _routing_from_annotations(parsed: Any) -> RoutingType | None:
+    if parsed.message_annotations_range is None:
+        return None
+    annotations = parsed.message_annotations
+    value = annotations.get("x-opt-routing-type")
+    if value is not None:
+        return RoutingType.MULTICAST if int(value) == 0 else RoutingType.ANYCAST
+    dest = annotations.get("x-opt-jms-dest")
+    if dest is not None:
+        # qpid-jms: 0 queue, 1 topic, 2 temporary queue, 3 temporary topic
+        return RoutingType.MULTICAST if int(dest) in (1, 3) else RoutingType.ANYCAST
+    return None
+
+
+class SenderLink:
+    """A client consumer: the broker sends transfers on this link (a queue deliverer)."""
+
+    __slots__ = (
+        "_tag",
+        "closed",
+        "consumer",
+        "durable_subscription",
+        "handler",
+        "link",
+        "multicast",
+        "presettled",
+        "ptr",
+        "queue_name",
+        "session",
+        "source_address",
+        "temporary_queue",
+        "unsettled",
+    )
+
+    def __init__(self, handler: AMQPConnectionHandler, link: Link, session: AMQPSession) -> None:
+        self.handler = handler
+        self.link = link
+        self.ptr = link._impl
+        self.session = session
+        self.consumer: ServerConsumer | None = None
+        self.unsettled: dict[Any, MessageReference] = {}
+        self.presettled = False
+        self.closed = False
+        self._tag = 0
+        self.queue_name: str | None = None
+        self.source_address: str | None = None
+        self.temporary_queue: str | None = None
+        self.durable_subscription = False
+        self.multicast = False
+
+    def open(self) -> None:
+        link = self.link
+        source = link.remote_source
+        handler = self.handler
+        server_session = self.session.server_session
+        post_office = server_session.post_office
+        filters = _filters(source.filter)
+        supported: dict[Any, Any] = {}
+        selector: str | None = None
+        selector_filter = _find_filter(filters, JMS_SELECTOR_FILTER_IDS)
+        if selector_filter is not None:
+            key, value = selector_filter
+            selector = str(getattr(value, "value", value))
+            handler.server.make_filter(selector)  # raises on a bad selector
+            supported[key] = value
+        capabilities = _symbols(source.capabilities)
+        link.source.copy(source)
+        if source.type == Terminus.UNSPECIFIED or (source.address is None and not source.dynamic):
+            raise AMQPError("amqp:not-found", "a source address is required (subscription recovery is not supported)")
+        if source.dynamic:
+            queue = server_session.create_temporary_queue(None, RoutingType.ANYCAST)
+            self.temporary_queue = queue.name
+            queue_name = queue.name
+            link.source.address = queue_name
+            link.source.dynamic = True
+        else:
+            address, prefix_routing = handler.strip_prefix(source.address)
+            base, fqqn_queue = _split(address)
+            shared = SHARED_CAPABILITY in capabilities
+            global_ = GLOBAL_CAPABILITY in capabilities
+            explicit = _routing_from_capabilities(capabilities) or prefix_routing
+            if explicit is not None:
+                multicast = explicit is RoutingType.MULTICAST
+                info = server_session.address_query(base, explicit, auto_create=True)
+                if info is None:
+                    raise AMQPError("amqp:not-found", f"Address {base} is not found")
+                if multicast and RoutingType.MULTICAST not in info.routing_types:
+                    raise AMQPError("amqp:illegal-state", f"Address {base} is not configured for topic support")
+                if not multicast and RoutingType.ANYCAST not in info.routing_types and fqqn_queue is None:
+                    raise AMQPError("amqp:illegal-state", f"Address {base} is not configured for queue support")
+            else:
+                default = handler.server.address_settings(base).default_address_routing_type or RoutingType.MULTICAST
+                info = server_session.address_query(base, default, auto_create=True)
+                if info is None:
+                    raise AMQPError("amqp:not-found", f"Address {base} is not found")
+                multicast = info.routing_types == {RoutingType.MULTICAST}
+            if multicast and fqqn_queue is None:
+                no_local = _find_filter(filters, NO_LOCAL_FILTER_IDS)
+                if no_local is not None:
+                    clause = f"{CONNECTION_ID_PROPERTY}<>'{handler.container_id or ''}'"
+                    selector = f"({selector}) AND {clause}" if selector else clause
+                    supported[no_local[0]] = no_local[1]
+                durable = source.durability in (Terminus.DELIVERIES, Terminus.CONFIGURATION)
+                link_name = link.name
+                client_id = handler.container_id
+                if durable:
+                    queue_name = _subscription_name(client_id, link_name, shared, global_, volatile=False)
+                    existing = post_office.find_queue(queue_name)
+                    if existing is not None and not existing.configuration_managed and (
+                        existing.address != base
+                        or (getattr(existing.filter, "expression", None) or None) != (selector or None)
+                    ):
+                        if existing.consumers:
+                            raise AMQPError("amqp:illegal-state", "Unable to recreate subscription, consumers already exist")
+                        server_session.delete_queue(queue_name)
+                        existing = None
+                    if existing is None:
+                        server_session.create_queue(
+                            queue_name, base, RoutingType.MULTICAST, filter_expression=selector, durable=True
+                        )
+                    self.durable_subscription = True
+                elif shared:
+                    queue_name = _subscription_name(client_id, link_name, shared, global_, volatile=True)
+                    if post_office.find_queue(queue_name) is None:
+                        server_session.create_queue(
+                            queue_name, base, RoutingType.MULTICAST, filter_expression=selector, durable=False,
+                            auto_created=True,
+                        )
+                else:
+                    queue = server_session.create_temporary_queue(
+                        base, RoutingType.MULTICAST, filter_expression=selector
+                    )
+                    queue_name = queue.name
+                    self.temporary_queue = queue_name
+                selector = None  # the filter lives on the subscription queue
+                self.multicast = True
+            elif fqqn_queue is not None:
+                if post_office.find_queue(fqqn_queue) is None:
+                    raise AMQPError("amqp:not-found", f"Queue {address} is not found")
+                queue_name = fqqn_queue
+            else:
+                matching = server_session.matching_queue(base, RoutingType.ANYCAST)
+                queue_name = matching.name if matching is not None else base
+                if post_office.find_queue(queue_name) is None:
+                    raise AMQPError("amqp:not-found", f"Queue {base} is not found")
+            self.source_address = address
+        browse_only = not self.multicast and source.distribution_mode == Terminus.DIST_MODE_COPY
+        self.presettled = link.remote_snd_settle_mode == Link.SND_SETTLED
+        if supported:
+            link.source.filter.clear()
+            link.source.filter.put_dict(supported)
+        else:
+            link.source.filter.clear()
+        self.queue_name = queue_name
+        self.consumer = server_session.create_consumer(
+            queue_name, self, filter_expression=selector, browse_only=browse_only
+        )
+        link.snd_settle_mode = link.remote_snd_settle_mode
+        link.open()
+
+    # -- Deliverer ---------------------------------------------------------------------------
+    def deliver(self, ref: MessageReference) -> bool:
+        ptr = self.ptr
+        handler = self.handler
+        if self.closed or handler.write_blocked or pn_link_credit(ptr) <= 0:
+            return False
+        payload = core_to_amqp(ref.message, ref.delivery_count)
+        self._tag = tag_number = self._tag + 1
+        tag = struct.pack(">I", tag_number & 0xFFFFFFFF)
+        delivery = lib.pn_delivery(ptr, (4, ffi.from_buffer(tag)))
+        lib.pn_link_send(ptr, ffi.from_buffer(payload), len(payload))
+        pn_link_advance(ptr)
+        if self.presettled:
+            pn_delivery_settle(delivery)
+            consumer = self.consumer
+            if consumer is not None and not consumer.browse_only:
+                # at-most-once: the message is gone once it is written
+                handler.loop.call_soon(ref.queue.acknowledge, ref)
+        elif not self.consumer.browse_only:
+            self.unsettled[delivery] = ref
+        else:
+            self.unsettled[delivery] = ref
+        handler.want_flush()
+        return True
+
+    def on_disposition(self, delivery: Any) -> None:
+        ref = self.unsettled.pop(delivery, None)
+        consumer = self.consumer
+        if ref is None or consumer is None:
+            if pn_delivery_settled(delivery):
+                pn_delivery_settle(delivery)
+            return
+        if consumer.browse_only:
+            pn_delivery_settle(delivery)
+            return
+        state = pn_delivery_remote_state(delivery)
+        if state == PN_ACCEPTED:
+            consumer.acknowledge(ref)
+        elif state == PN_RELEASED:
+            consumer.cancel(ref, failed=False)
+        elif state == PN_REJECTED:
+            consumer.reject(ref)
+        elif state == PN_MODIFIED:
+            disposition = pn_delivery_remote(delivery)
+            failed = bool(pn_disposition_is_failed(disposition))
+            if pn_disposition_is_undeliverable(disposition):
+                ref.queue.exclude_consumer(ref, consumer)
+            consumer.cancel(ref, failed=failed)
+        elif pn_delivery_settled(delivery):
+            # settled without an outcome: the source's default outcome (accepted)
+            consumer.acknowledge(ref)
+        else:
+            # a non-terminal state (received): keep waiting for the outcome
+            self.unsettled[delivery] = ref
+            return
+        pn_delivery_settle(delivery)
+
+    def on_flow(self) -> None:
+        consumer = self.consumer
+        if consumer is None or self.closed:
+            return
+        if pn_link_credit(self.ptr) > 0:
+            consumer.prompt_delivery()
+        if pn_link_get_drain(self.ptr):
+            pn_link_drained(self.ptr)
+            self.handler.want_flush()
+
+    def close(self, *, remote_detach_closed: bool) -> None:
+        """The link is going away: unsettled messages go back to the queue."""
+        if self.closed:
+            return
+        self.closed = True
+        consumer, self.consumer = self.consumer, None
+        server_session = self.session.server_session
+        if consumer is not None:
+            self.unsettled.clear()
+            server_session.close_consumer(consumer, failed=True)
+        # a closed (not merely detached) durable subscription link deletes the subscription
+        if remote_detach_closed and self.durable_subscription and self.queue_name:
+            queue = server_session.find_queue(self.queue_name)
+            if queue is not None and not queue.consumers:
+                try:
+                    server_session.delete_queue(self.queue_name)
+                except PyBrokerError as error:
+                    log.debug("could not delete subscription %s: %s", self.queue_name, error)
+        if self.temporary_queue is not None:
+            if server_session.find_queue(self.temporary_queue) is not None:
+                try:
+                    server_session.delete_queue(self.temporary_queue)
+                except PyBrokerError as error:
+                    log.debug("could not delete temporary queue %s: %s", self.temporary_queue, error)
+            self.temporary_queue = None
+
+
+def _subscription_name(
+    client_id: str | None, link_name: str, shared: bool, global_: bool, *, volatile: bool
+) -> str:
+    name = link_name if (not client_id or global_) else f"{client_id}.{link_name}"
+    if shared:
+        name = name.split("|", 1)[0]
+        if volatile:
+            name += ":shared-volatile"
+        if global_:
+            name += ":global"
+    return name
+
+
+class AMQPSession:
+    __slots__ = ("links", "server_session", "session")
+
+    def __init__(self, session: Session, server_session: ServerSession) -> None:
+        self.session = session
+        self.server_session = server_session
+        self.links: dict[Any, ReceiverLink | SenderLink] = {}
+
+
+class AMQPConnectionHandler:
+    """One AMQP connection (the transport's protocol handler)."""
+
+    def __init__(
+        self,
+        server: BrokerServer,
+        context: Any,
+        *,
+        failover_server_list: Callable[[], list[dict[str, Any]]] | None = None,
+        container_id: str | None = None,
+    ) -> None:
+        self.server = server
+        self.context = context
+        self.loop = asyncio.get_running_loop()
+        acceptor = context.acceptor
+        params = getattr(acceptor, "params", {}) or {}
+        self.credits = int(params.get("amqpCredits", "1000"))
+        self.low_credits = int(params.get("amqpLowCredits", "300"))
+        self.max_message_size = int(params.get("amqpMaxMessageSize", "0") or 0) or 0
+        self.anycast_prefix = params.get("anycastPrefix")
+        self.multicast_prefix = params.get("multicastPrefix")
+        idle_timeout = int(params.get("amqpIdleTimeout", "60000"))
+        max_frame = int(params.get("amqpMaxFrameSize", "131072"))
+        self._failover_server_list = failover_server_list
+        self._local_container = container_id or f"pybroker-{server.configuration.name}"
+        security = server.security
+        allow_anonymous = security.allows_anonymous()
+        sasl = SaslServer(self._authenticate, allow_anonymous=allow_anonymous, allow_no_sasl=allow_anonymous)
+        self.engine = ProtonEngine(sasl, idle_timeout_ms=idle_timeout, max_frame_size=max_frame)
+        self.principal: Any = None
+        self.sessions: dict[Any, AMQPSession] = {}
+        self.links: dict[Any, ReceiverLink | SenderLink] = {}
+        self.container_id: str | None = None
+        self.closed = False
+        self.write_blocked = False
+        self._flush_scheduled = False
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick_deadline = 0
+        self._logged_close = False
+
+    # -- authentication --------------------------------------------------------------------
+    def _authenticate(self, mechanism: str, user: str | None, password: str | None) -> Any:
+        try:
+            principal = self.server.authenticate(user, password)
+        except SecurityError as error:
+            log.warning(
+                "AMQ224018: Failed to authenticate AMQP connection from %s (user %r, mechanism %s): %s",
+                self.context.remote_address,
+                user,
+                mechanism,
+                error,
+            )
+            raise
+        self.principal = principal
+        return principal
+
+    def strip_prefix(self, address: str) -> tuple[str, RoutingType | None]:
+        if self.anycast_prefix and address.startswith(self.anycast_prefix):
+            return address[len(self.anycast_prefix) :], RoutingType.ANYCAST
+        if self.multicast_prefix and address.startswith(self.multicast_prefix):
+            return address[len(self.multicast_prefix) :], RoutingType.MULTICAST
+        return address, None
+
+    # -- transport callbacks ---------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.engine.receive_data(data)
+        except ProtocolError as error:
+            log.warning("AMQP connection from %s: %s", self.context.remote_address, error)
+            self._write_out()
+            self.context.close()
+            self._shutdown()
+            return
+        self._process()
+        self._write_out()
+        self._schedule_tick()
+
+    def eof_received(self) -> None:
+        self.engine.read_eof()
+        self._process()
+        self._write_out()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine.read_eof()
+        self._shutdown()
+
+    def pause_writing(self) -> None:
+        self.write_blocked = True
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        for link in list(self.links.values()):
+            if isinstance(link, SenderLink) and link.consumer is not None:
+                link.consumer.prompt_delivery()
+        self._write_out()
+
+    # -- output ----------------------------------------------------------------------------
+    def want_flush(self) -> None:
+        if not self._flush_scheduled and not self.closed:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.closed:
+            self._write_out()
+
+    def _write_out(self) -> None:
+        data = self.engine.data_to_send()
+        if data:
+            self.context.write(data)
+        if self.engine.finished and not self.context.closing:
+            self.context.close()
+
+    def _schedule_tick(self) -> None:
+        if self.closed:
+            return
+        now_ms = int(time.monotonic() * 1000)
+        deadline = self.engine.tick(now_ms)
+        if deadline <= 0:
+            return
+        if self._tick_handle is not None and self._tick_deadline <= deadline:
+            return
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._tick_deadline = deadline
+        self._tick_handle = self.loop.call_later(max(0.0, (deadline - now_ms) / 1000.0), self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick_handle = None
+        self._tick_deadline = 0
+        if self.closed:
+            return
+        self._schedule_tick()
+        self._process()
+        self._write_out()
+
+    # -- events ----------------------------------------------------------------------------
+    def _process(self) -> None:
+        collector = self.engine.collector
+        links = self.links
+        while True:
+            event = pn_collector_peek(collector)
+            if not event:
+                break
+            kind = pn_event_type(event)
+            try:
+                if kind == PN_DELIVERY:
+                    delivery = pn_event_delivery(event)
+                    link = links.get(pn_delivery_link(delivery))
+                    if link is None:
+                        pass
+                    elif isinstance(link, ReceiverLink):
+                        if pn_delivery_readable(delivery) or pn_delivery_aborted(delivery):
+                            link.on_transfer(delivery)
+                    elif pn_delivery_updated(delivery):
+                        link.on_disposition(delivery)
+                elif kind == PN_LINK_FLOW:
+                    link = links.get(pn_event_link(event))
+                    if isinstance(link, SenderLink):
+                        link.on_flow()
+                else:
+                    self._on_endpoint_event(kind, event)
+            except Exception as error:  # noqa: BLE001 - task boundary for this connection
+                log.exception("AMQP connection %s: error handling an event", self.context.connection_id)
+                self._close_connection("amqp:internal-error", f"{type(error).__name__}: {error}")
+            pn_collector_pop(collector)
+
+    def _on_endpoint_event(self, kind: int, event: Any) -> None:
+        if kind == PN_CONNECTION_REMOTE_OPEN:
+            self._on_connection_open(Connection.wrap(pn_event_connection(event)))
+        elif kind == PN_SESSION_REMOTE_OPEN:
+            self._on_session_open(Session.wrap(pn_event_session(event)))
+        elif kind == PN_LINK_REMOTE_OPEN:
+            self._on_link_open(Link.wrap(pn_event_link(event)))
+        elif kind in (PN_LINK_REMOTE_CLOSE, PN_LINK_REMOTE_DETACH):
+            link = Link.wrap(pn_event_link(event))
+            self._on_link_close(link, closed=kind == PN_LINK_REMOTE_CLOSE)
+        elif kind == PN_SESSION_REMOTE_CLOSE:
+            self._on_session_close(Session.wrap(pn_event_session(event)))
+        elif kind == PN_CONNECTION_REMOTE_CLOSE:
+            connection = Connection.wrap(pn_event_connection(event))
+            self._close_all_sessions()
+            connection.close()
+        elif kind == PN_TRANSPORT_ERROR:
+            condition = pn_transport_condition(self.engine.transport)
+            from cproton import pn_condition_get_description, pn_condition_get_name
+
+            name = pn_condition_get_name(condition)
+            description = pn_condition_get_description(condition)
+            if name and not self._logged_close:
+                self._logged_close = True
+                log.warning(
+                    "AMQP connection from %s closed on a protocol error: %s: %s",
+                    self.context.remote_address,
+                    name,
+                    description,
+                )
+        elif kind == PN_TRANSPORT_CLOSED:
+            self._close_all_sessions()
+
+    def _on_connection_open(self, connection: Connection) -> None:
+        if self.principal is None:
+            # no SASL layer ran (cannot happen: the SASL server authenticates even "NONE")
+            self._close_connection("amqp:unauthorized-access", "not authenticated")
+            return
+        self.container_id = connection.remote_container
+        connection.container = self._local_container
+        properties: dict[Any, Any] = {symbol("product"): PRODUCT, symbol("version"): VERSION}
+        if self._failover_server_list is not None:
+            servers = self._failover_server_list()
+            if servers:
+                properties[symbol("failover-server-list")] = [
+                    {symbol(key): value for key, value in entry.items()} for entry in servers
+                ]
+        connection.properties = properties
+        connection.offered_capabilities = [symbol(ANONYMOUS_RELAY), symbol(DELAYED_DELIVERY), symbol(SHARED_SUBS)]
+        connection.open()
+
+    def _on_session_open(self, session: Session) -> None:
+        try:
+            server_session = self.server.create_session(
+                principal=self.principal,
+                protocol="amqp",
+                connection_id=self.context.connection_id,
+                client_id=self.container_id,
+                remote_address=self.context.remote_address,
+            )
+        except Exception as error:  # noqa: BLE001
+            condition, description = _condition_for(error)
+            session.condition = Condition(condition, description)
+            session.open()
+            session.close()
+            return
+        self.sessions[session._impl] = AMQPSession(session, server_session)
+        session.open()
+
+    def _on_link_open(self, link: Link) -> None:
+        amqp_session = self.sessions.get(link.session._impl)
+        if amqp_session is None:
+            link.condition = Condition("amqp:session:unattached-handle", "session is not open")
+            link.open()
+            link.close()
+            return
+        context: ReceiverLink | SenderLink
+        context = SenderLink(self, link, amqp_session) if pn_link_is_sender(link._impl) else ReceiverLink(self, link, amqp_session)
+        try:
+            context.open()
+        except Exception as error:  # noqa: BLE001 - the attach is refused, the connection goes on
+            condition, description = _condition_for(error)
+            if not isinstance(error, PyBrokerError):
+                log.exception("AMQP attach of link %r failed", link.name)
+            else:
+                log.debug("AMQP attach of link %r refused: %s: %s", link.name, condition, description)
+            if isinstance(context, SenderLink):
+                context.close(remote_detach_closed=False)
+                link.source.type = Terminus.UNSPECIFIED
+            else:
+                link.target.type = Terminus.UNSPECIFIED
+            link.condition = Condition(condition, description)
+            link.open()
+            link.close()
+            return
+        self.links[link._impl] = context
+        amqp_session.links[link._impl] = context
+        if isinstance(context, SenderLink) and context.consumer is not None and pn_link_credit(link._impl) > 0:
+            context.consumer.prompt_delivery()
+
+    def _on_link_close(self, link: Link, *, closed: bool) -> None:
+        context = self.links.pop(link._impl, None)
+        if context is not None:
+            amqp_session = self.sessions.get(link.session._impl)
+            if amqp_session is not None:
+                amqp_session.links.pop(link._impl, None)
+            if isinstance(context, SenderLink):
+                context.close(remote_detach_closed=closed)
+            else:
+                context.close()
+        if closed:
+            link.close()
+        else:
+            link.detach()
+
+    def _on_session_close(self, session: Session) -> None:
+        amqp_session = self.sessions.pop(session._impl, None)
+        if amqp_session is not None:
+            self._close_session(amqp_session)
+        session.close()
+
+    def _close_session(self, amqp_session: AMQPSession) -> None:
+        for key, context in list(amqp_session.links.items()):
+            self.links.pop(key, None)
+            if isinstance(context, SenderLink):
+                context.close(remote_detach_closed=False)
+            else:
+                context.close()
+        amqp_session.links.clear()
+        amqp_session.server_session.close(failed=True)
+
+    def _close_all_sessions(self) -> None:
+        for amqp_session in list(self.sessions.values()):
+            self._close_session(amqp_session)
+        self.sessions.clear()
+
+    def _close_connection(self, condition: str, description: str) -> None:
+        connection = self.engine.connection_object
+        connection.condition = Condition(condition, description)
+        self._close_all_sessions()
+        connection.close()
+        self._write_out()
+
+    def _shutdown(self) -> None:
+        if self.closed:
+            return
+        self._close_all_sessions()
+        self.closed = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        self.links.clear()
+
+    def force_close(self, condition: str = "amqp:connection:forced", description: str = "broker stopping") -> None:
+        """Close from the broker side (broker stop, failback)."""
+        if self.closed:
+            return
+        self._close_connection(condition, description)
+        self.context.close()
+        self._shutdown()

@@ -1,0 +1,145 @@
+"""AMQP messages in the broker core: the core keeps the encoded bytes a producer sent.
+
+Inbound, only the header (durable, priority, ttl) and the properties section (``to``, expiry)
+are decoded; application properties are decoded lazily, when a filter or duplicate detection
+asks. Outbound to an AMQP consumer, the original bytes go out unchanged on a first delivery;
+a redelivery gets a new header (delivery-count), and a message the broker moved (DLA, expiry)
+gets its ``x-opt-ORIG-*`` message annotations, as Artemis adds them.
+
+Messages that came in through another protocol are converted with :func:`core_to_amqp`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pybroker.broker.message import DUPLICATE_ID_PROPERTY, Message
+
+from .codec import (
+    AMQPDecodeError,
+    Symbol,
+    build_message,
+    parse_message,
+    with_header,
+    with_message_annotations,
+)
+
+PROTOCOL = "amqp"
+_DUPLICATE_ID_BYTES = DUPLICATE_ID_PROPERTY.encode()
+
+# Artemis annotations for moved messages (core property -> AMQP message annotation)
+_ANNOTATION_NAMES = {
+    "_AMQ_ORIG_ADDRESS": "x-opt-ORIG-ADDRESS",
+    "_AMQ_ORIG_QUEUE": "x-opt-ORIG-QUEUE",
+    "_AMQ_ORIG_MESSAGE_ID": "x-opt-ORIG-MESSAGE-ID",
+    "_AMQ_ORIG_ROUTING_TYPE": "x-opt-ORIG-ROUTING-TYPE",
+    "_AMQ_ACTUAL_EXPIRY": "x-opt-ACTUAL-EXPIRY",
+}
+
+
+class AMQPMessageCodec:
+    """The core's view of AMQP-encoded messages (see :class:`pybroker.broker.message.MessageCodec`)."""
+
+    protocol = PROTOCOL
+
+    def decode_properties(self, message: Message) -> dict[str, Any]:
+        try:
+            parsed = parse_message(message.body)
+            return {str(key): value for key, value in parsed.application_properties.items()}
+        except AMQPDecodeError:
+            return {}
+
+    def duplicate_id(self, message: Message) -> Any:
+        # cheap pre-check: most messages carry no duplicate id, and then nothing is decoded
+        if _DUPLICATE_ID_BYTES not in message.body:
+            return None
+        return message.properties.get(DUPLICATE_ID_PROPERTY)
+
+
+AMQP_CODEC = AMQPMessageCodec()
+
+
+def amqp_to_core(data: bytes, address: str, *, now_ms: int | None = None) -> tuple[Message, Any]:
+    """Build a core message from AMQP bytes (header and properties decoded, nothing else)."""
+    parsed = parse_message(data)
+    header = parsed.header
+    properties = parsed.properties
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    expiration = properties.absolute_expiry_time or 0
+    if not expiration and header.ttl:
+        expiration = now + header.ttl
+    message = Message(
+        address=address,
+        body=data,
+        protocol=PROTOCOL,
+        codec=AMQP_CODEC,
+        durable=header.durable,
+        priority=header.priority,
+        expiration=expiration,
+        timestamp=properties.creation_time or now,
+    )
+    return message, parsed
+
+
+def core_to_amqp(message: Message, delivery_count: int) -> bytes:
+    """The bytes to send an AMQP consumer for ``message`` at ``delivery_count``."""
+    if message.protocol == PROTOCOL:
+        annotations = message.annotations
+        if delivery_count == 0 and not annotations:
+            return message.body
+        parsed = parse_message(message.body)
+        data = with_header(parsed, delivery_count=delivery_count) if delivery_count else message.body
+        if annotations:
+            if delivery_count:
+                parsed = parse_message(data)
+            updates = {
+                Symbol(_ANNOTATION_NAMES.get(key, key)): value for key, value in annotations.items()
+            }
+            data = with_message_annotations(parsed, updates)
+        return data
+    return _convert_foreign(message, delivery_count)
+
+
+def _convert_foreign(message: Message, delivery_count: int) -> bytes:
+    """A message from MQTT/STOMP/core as an AMQP message with a data body."""
+    ttl = None
+    if message.expiration:
+        remaining = message.expiration - int(time.time() * 1000)
+        ttl = max(1, remaining)
+    extra = message.extra or {}
+    properties: dict[str, Any] = {"to": message.address}
+    for key in ("message_id", "correlation_id", "reply_to", "content_type", "subject", "user_id"):
+        value = extra.get(key)
+        if value is not None:
+            properties[key] = value
+    if message.timestamp:
+        properties["creation_time"] = message.timestamp
+    application_properties = {
+        str(k): v for k, v in message.properties.items() if _is_simple(v)
+    }
+    annotations = {}
+    if message.annotations:
+        annotations = {
+            Symbol(_ANNOTATION_NAMES.get(key, key)): value for key, value in message.annotations.items()
+        }
+    body_kind = extra.get("amqp_body_kind", "data")
+    body: Any = message.body
+    if body_kind == "amqp-value-string":
+        body_kind = "amqp-value"
+        body = message.body.decode("utf-8", errors="replace")
+    return build_message(
+        body=body,
+        body_kind=body_kind,
+        durable=message.durable,
+        priority=message.priority,
+        ttl=ttl,
+        delivery_count=delivery_count,
+        properties=properties,
+        application_properties=application_properties,
+        message_annotations=annotations,
+    )
+
+
+def _is_simple(value: Any) -> bool:
+    return value is None or isinstance(value, str | bytes | bool | int | float)
