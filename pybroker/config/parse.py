@@ -51,6 +51,7 @@ from pybroker.config.model import (
     WildcardConfig,
 )
 from pybroker.config.xml import (
+    XINCLUDE_NS,
     child_elements,
     find_xincludes,
     local_name,
@@ -258,11 +259,19 @@ def _children(ctx: _Context, element: etree._Element, known: frozenset[str], *,
               repeatable: frozenset[str] = frozenset()) -> list[tuple[str, etree._Element]]:
     """(name, child) pairs of ``element``; unknown or duplicated names raise."""
     parent = local_name(element)
+    if element.text and element.text.strip():
+        raise ctx.error(f"unexpected text {element.text.strip()[:40]!r} in <{parent}>: it "
+                        "holds elements, not a value", element)
     seen: set[str] = set()
     result = []
     for child in child_elements(element):
+        if child.tail and child.tail.strip():
+            raise ctx.error(f"unexpected text {child.tail.strip()[:40]!r} after "
+                            f"<{local_name(child)}> in <{parent}>", element)
         ns = namespace(child)
         name = local_name(child)
+        if ns == XINCLUDE_NS:
+            continue  # reported once by parse_config
         if ns not in (None, CORE_NAMESPACE, ROOT_NAMESPACE):
             ctx.warn(f"element in foreign namespace {ns!r} ignored", child)
             continue
@@ -420,6 +429,10 @@ def _string(nonempty: bool = False) -> Converter:
 
 
 def _convert(converter: Converter, element: etree._Element, ctx: _Context) -> Any:
+    children = child_elements(element)
+    if children:
+        raise ctx.error(f"<{local_name(element)}> takes a value, not elements such as "
+                        f"<{local_name(children[0])}>", element)
     return converter(text_of(element), ctx, element)
 
 
@@ -1301,7 +1314,7 @@ def _find_core(root: etree._Element, ctx: _Context) -> etree._Element:
         child_ns = namespace(child)
         if local_name(child) == "core" and child_ns in (None, CORE_NAMESPACE, ROOT_NAMESPACE):
             cores.append(child)
-        elif child_ns == "http://www.w3.org/2001/XInclude":
+        elif child_ns == XINCLUDE_NS:
             continue  # reported with every other XInclude
         else:
             ctx.warn("ignored: only <core> is read from <configuration>", child)

@@ -1109,3 +1109,24 @@ def test_xinclude_warns(core_xml):
         '<xi:include href="extra.xml"/>')
     config = parse(text)
     assert "XInclude" in config.warnings[0] and "extra.xml" in config.warnings[0]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("<acceptors>tcp://h:1</acceptors>", "unexpected text 'tcp://h:1' in <acceptors>"),
+    ("<acceptors><acceptor name='a'>tcp://h:1</acceptor>junk</acceptors>",
+     "unexpected text 'junk' after <acceptor>"),
+    ("<name><first>x</first></name>", "<name> takes a value"),
+])
+def test_text_and_elements_in_the_wrong_places(core_xml, body, message):
+    assert message in str(_error(core_xml(body)))
+
+
+def test_xinclude_inside_core_warns_once(core_xml):
+    text = core_xml('<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="a.xml"/>')
+    config = parse(text)
+    assert len(config.warnings) == 1 and "XInclude" in config.warnings[0]
+
+
+def test_foreign_namespace_element_in_core_warns(core_xml):
+    config = parse(core_xml('<x:thing xmlns:x="urn:other"/>'))
+    assert "foreign namespace" in config.warnings[0]
