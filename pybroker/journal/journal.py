@@ -1,0 +1,1420 @@
+"""The journal: an append-only record log with group commit, under all durable storage.
+
+Theory of operation
+-------------------
+*Appends* (``append``/``update``/``delete``, the ``*_tx`` calls, ``prepare``/``commit``/
+``rollback``) run on the event-loop thread and never block on the disk. Each one validates
+against the in-memory :class:`_Tracker` (which ids are live, which transactions are open),
+frames the record for the file and offset it will occupy, appends the bytes to the newest
+*batch* under a lock, and returns a future. The loop thread alone decides where records go
+(current file id, offset, rollover), so the file id and epoch inside each record are known
+when it is framed.
+
+*One writer thread* takes batches in order. For each it calls ``fence`` (if given), writes the
+batch's chunks with ``pwrite``, fdatasyncs every file written since the last sync when the
+batch holds a durable record (or an explicit ``sync()``), and resolves the batch's futures
+with one ``call_soon_threadsafe``. Whatever arrives while a batch is being written or synced
+goes into the next batch: that is the group commit. ``buffer_timeout_ns`` is Artemis's
+timed-buffer spacing: a batch waits at most that long after the previous flush started to
+gather more (0 = write at once); ``buffer_size`` caps a batch.
+
+Durability rules the writer keeps (each one prevents a specific bad replay):
+
+* a sync=True future resolves only after the fdatasync that covers it (or after the write
+  when journal-datasync/sync-(non-)transactional say not to sync);
+* before records go into a new file, the previous file is fdatasynced and the new file's
+  header is durable (:mod:`.segment`), so a file's data is complete before a newer file
+  has any, and a torn record can only be in the newest file;
+* a file is freed (header FREE, fdatasync) only after the records that made it dead are
+  durable, and files are freed oldest first, one fdatasync each: a crash never leaves an old
+  add without the later delete that killed it;
+* after a write or fsync error nothing more is written (no retry after a failed fsync:
+  the page cache state is unknown) and every pending and later call fails.
+
+*Files* are reclaimed from the head: when the oldest data file holds no live record it goes
+back to the pool. *Compaction* (:mod:`.compactor`) rewrites the live records of every data
+file into fresh files whose ids sit just above them; appends continue meanwhile and are
+replayed onto the compacted state at the swap.
+
+*Replay* (``load``) reads whole segments, decodes them in bulk, checks every record (length,
+CRC32C, file id and epoch), truncates a torn tail of the newest file, refuses damage anywhere
+else, and applies transactions at their COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import msgpack
+from crc32c import crc32c
+
+from ..errors import ConfigError, JournalClosedError, JournalCorruptError, JournalError
+from . import compactor, framing
+from .files import FileFactory, OSFileFactory
+from .framing import (
+    ADD,
+    ADD_TX,
+    COMMIT,
+    DELETE,
+    DELETE_TX,
+    FRAME_HEADER_SIZE,
+    PREPARE,
+    ROLLBACK,
+    UPDATE,
+    UPDATE_TX,
+)
+from .segment import (
+    HEADER_SIZE,
+    Segment,
+    SegmentHeader,
+    SegmentSet,
+    SegmentState,
+    check_stem,
+    scan_segment,
+)
+
+logger = logging.getLogger("pybroker.journal")
+
+__all__ = [
+    "Journal",
+    "JournalOptions",
+    "JournalStatistics",
+    "LoadResult",
+    "PreparedTransaction",
+    "RecordInfo",
+    "TruncationInfo",
+]
+
+MAX_ID: Final = (1 << 64) - 1
+JOURNAL_TYPES: Final = ("NIO", "ASYNCIO", "MAPPED")
+#: Room left for the file id and epoch to grow when a record is framed again after a rollover.
+_ROLLOVER_SLACK: Final = 18
+
+
+# --------------------------------------------------------------------------------------------
+# Public data types
+
+
+@dataclass(frozen=True)
+class JournalOptions:
+    """Journal settings; each field's default is Artemis's (broker.xml element in brackets)."""
+
+    #: bytes per segment file [journal-file-size], default 10485760 (10 MiB).
+    file_size: int = 10_485_760
+    #: files pre-created and always kept [journal-min-files], default 2.
+    min_files: int = 2
+    #: free files kept for reuse; -1 keeps all [journal-pool-files], default -1.
+    pool_files: int = -1
+    #: longest a batch waits after the previous flush to gather more writes, in ns; 0 writes
+    #: at once [journal-buffer-timeout], default 3333333 (the NIO default).
+    buffer_timeout_ns: int = 3_333_333
+    #: largest batch in bytes [journal-buffer-size], default 490 KiB.
+    buffer_size: int = 490 * 1024
+    #: fdatasync for durable prepare/commit/rollback [journal-sync-transactional], default True.
+    sync_transactional: bool = True
+    #: fdatasync for durable non-transactional records [journal-sync-non-transactional],
+    #: default True.
+    sync_non_transactional: bool = True
+    #: False = never fdatasync: process-crash durability only [journal-datasync], default True.
+    datasync: bool = True
+    #: compact only with more data files than this; 0 disables [journal-compact-min-files],
+    #: default 10.
+    compact_min_files: int = 10
+    #: compact when live data is under this % of the data files [journal-compact-percentage],
+    #: default 30.
+    compact_percentage: int = 30
+    #: NIO, ASYNCIO or MAPPED [journal-type]; all three use positional writes + fdatasync
+    #: here (there is no libaio or mmap path), default "NIO".
+    journal_type: str = "NIO"
+    #: file name stem: files are ``pybroker-<name>-<N>.pbj``; default "data" (bindings use
+    #: "bindings").
+    name: str = "data"
+
+    def __post_init__(self) -> None:
+        def bad(element: str, message: str) -> ConfigError:
+            return ConfigError(message, element=element)
+
+        if self.file_size < 1024:
+            raise bad("journal-file-size", f"{self.file_size} bytes is too small (minimum 1024)")
+        if self.min_files < 1:
+            raise bad("journal-min-files", f"{self.min_files}: at least 1 file is needed")
+        if self.pool_files < -1:
+            raise bad("journal-pool-files", f"{self.pool_files}: use -1 (keep all) or >= 0")
+        if self.buffer_timeout_ns < 0:
+            raise bad("journal-buffer-timeout", f"{self.buffer_timeout_ns} is negative")
+        if self.buffer_size <= 0:
+            raise bad("journal-buffer-size", f"{self.buffer_size} must be positive")
+        if self.compact_min_files < 0:
+            raise bad("journal-compact-min-files", f"{self.compact_min_files} is negative")
+        if not 0 <= self.compact_percentage <= 100:
+            raise bad("journal-compact-percentage", f"{self.compact_percentage} is not 0..100")
+        if self.journal_type.upper() not in JOURNAL_TYPES:
+            raise bad("journal-type", f"{self.journal_type!r}: expected NIO, ASYNCIO or MAPPED")
+        try:
+            check_stem(self.name)
+        except JournalError as error:
+            raise ConfigError(str(error)) from None
+
+
+class RecordInfo(NamedTuple):
+    """A committed, live record as replayed: an add, or one of the updates that followed it."""
+
+    id: int
+    user_type: int
+    body: bytes
+    is_update: bool
+
+
+@dataclass(frozen=True)
+class PreparedTransaction:
+    """A transaction that was prepared (XA) and neither committed nor rolled back."""
+
+    tx_id: int
+    extra: bytes  #: what ``prepare`` was given (the Xid)
+    records: list[RecordInfo]  #: its adds and updates, in order
+    deletes: list[int]  #: ids it deletes
+
+
+@dataclass(frozen=True)
+class TruncationInfo:
+    """A torn tail dropped at load."""
+
+    file: str  #: path of the newest segment
+    offset: int  #: where the torn record began
+    bytes_dropped: int  #: bytes zeroed from there to the last non-zero byte
+    reason: str  #: what was wrong with the first dropped record
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What :meth:`Journal.load` found."""
+
+    #: committed, not deleted records in journal order (transaction records at their commit)
+    records: list[RecordInfo]
+    #: prepared transactions still waiting for commit or rollback
+    prepared: list[PreparedTransaction]
+    #: transactions with no commit, prepare or rollback: discarded (AMQ142015), and a
+    #: rollback record appended for each
+    incomplete_transactions: int
+    #: committed transactions dropped because records were missing (AMQ142014), plus prepared
+    #: ones found incomplete (AMQ142013)
+    discarded_transactions: int
+    #: the torn tail truncated in the newest segment, if any
+    truncated_tail: TruncationInfo | None
+    files: int  #: data files replayed
+    records_read: int  #: valid records read
+
+
+@dataclass(frozen=True)
+class JournalStatistics:
+    """Counters of an open journal (a snapshot)."""
+
+    records_written: int  #: records appended since open (all kinds)
+    bytes_written: int  #: bytes the writer wrote to segments
+    fsyncs: int  #: fdatasync/fsync calls by the writer
+    batches: int  #: group commits (writes) done
+    largest_batch: int  #: most records in one batch
+    data_files: int
+    free_files: int
+    live_records: int  #: ids added and not deleted
+    live_bytes: int  #: framed bytes of the records still needed
+    pending_transactions: int  #: open or prepared transactions
+    compactions: int
+    reclaimed_files: int  #: data files freed without compaction (head reclaim)
+
+
+# --------------------------------------------------------------------------------------------
+# Where records are: the tracker
+
+
+class _Tx:
+    """An open transaction: its records (with their files) until commit or rollback."""
+
+    __slots__ = ("adds", "deletes", "extra", "files", "ops", "prepare_counts", "prepare_location",
+                 "prepared", "tx_id")
+
+    def __init__(self, tx_id: int) -> None:
+        self.tx_id = tx_id
+        #: (kind, record_id, user_type, body, file_id, size); body kept only by replay
+        self.ops: list[tuple] = []
+        self.files: dict[int, int] = {}  # file id -> records of this tx in it
+        self.prepared = False
+        self.prepare_location: tuple[int, int] | None = None
+        self.prepare_counts: list[int] | None = None
+        self.extra: bytes | None = None
+        self.adds: set[int] = set()  # ids added by this tx and not deleted by it
+        self.deletes: set[int] = set()  # ids this tx deletes
+
+
+class _Tracker:
+    """Which records are live, where they are, and which transactions are open.
+
+    The append path validates first and then calls these methods; replay calls them directly
+    and leniently (an update or delete of an unknown id is a record whose add was reclaimed
+    or deleted: dead, ignored). Per data file it counts the records still needed (head
+    reclaim) and in all the bytes still needed (the compaction trigger).
+    """
+
+    __slots__ = ("file_live", "live", "live_bytes", "pending_adds", "txs")
+
+    def __init__(self) -> None:
+        self.live: dict[int, list[int]] = {}  # id -> [file_id, size, file_id, size, ...]
+        self.txs: dict[int, _Tx] = {}
+        self.pending_adds: dict[int, int] = {}  # id -> tx adding it
+        self.file_live: dict[int, int] = {}
+        self.live_bytes = 0
+
+    def _hold(self, file_id: int, size: int) -> None:
+        file_live = self.file_live
+        file_live[file_id] = file_live.get(file_id, 0) + 1
+        self.live_bytes += size
+
+    def _drop(self, file_id: int, size: int) -> None:
+        self.file_live[file_id] -= 1
+        self.live_bytes -= size
+
+    def _drop_entry(self, entry: list[int]) -> None:
+        file_live = self.file_live
+        dropped = 0
+        for index in range(0, len(entry), 2):
+            file_live[entry[index]] -= 1
+            dropped += entry[index + 1]
+        self.live_bytes -= dropped
+
+    def add(self, record_id: int, file_id: int, size: int) -> None:
+        old = self.live.get(record_id)
+        if old is not None:
+            self._drop_entry(old)
+        self.live[record_id] = [file_id, size]
+        self._hold(file_id, size)
+
+    def update(self, record_id: int, file_id: int, size: int) -> bool:
+        entry = self.live.get(record_id)
+        if entry is None:
+            return False
+        entry.append(file_id)
+        entry.append(size)
+        self._hold(file_id, size)
+        return True
+
+    def delete(self, record_id: int) -> bool:
+        entry = self.live.pop(record_id, None)
+        if entry is None:
+            return False
+        self._drop_entry(entry)
+        return True
+
+    def tx_record(self, tx_id: int, kind: int, record_id: int, user_type: int | None,
+                  body: bytes | None, file_id: int, size: int) -> None:
+        tx = self.txs.get(tx_id)
+        if tx is None:
+            tx = self.txs[tx_id] = _Tx(tx_id)
+        tx.ops.append((kind, record_id, user_type, body, file_id, size))
+        tx.files[file_id] = tx.files.get(file_id, 0) + 1
+        self._hold(file_id, size)
+        if kind == ADD_TX:
+            self.pending_adds[record_id] = tx_id
+            tx.adds.add(record_id)
+            tx.deletes.discard(record_id)
+        elif kind == DELETE_TX:
+            if record_id in tx.adds:
+                tx.adds.discard(record_id)
+            else:
+                tx.deletes.add(record_id)
+
+    def prepare(self, tx_id: int, file_id: int, size: int, extra: bytes | None,
+                counts: list[int] | None) -> None:
+        tx = self.txs.get(tx_id)
+        if tx is None:
+            tx = self.txs[tx_id] = _Tx(tx_id)
+        if tx.prepare_location is not None:
+            self._drop(*tx.prepare_location)
+        tx.prepared = True
+        tx.prepare_location = (file_id, size)
+        tx.prepare_counts = counts
+        tx.extra = extra
+        self._hold(file_id, size)
+
+    def _forget_adds(self, tx: _Tx) -> None:
+        pending = self.pending_adds
+        for op in tx.ops:
+            if op[0] == ADD_TX and pending.get(op[1]) == tx.tx_id:
+                del pending[op[1]]
+
+    def commit(self, tx_id: int) -> _Tx | None:
+        tx = self.txs.pop(tx_id, None)
+        if tx is None:
+            return None
+        self._forget_adds(tx)
+        if tx.prepare_location is not None:
+            self._drop(*tx.prepare_location)
+        live = self.live
+        for kind, record_id, _user_type, _body, file_id, size in tx.ops:
+            if kind == ADD_TX:
+                old = live.get(record_id)
+                if old is not None:
+                    self._drop_entry(old)
+                live[record_id] = [file_id, size]  # already held since the tx record
+            elif kind == UPDATE_TX:
+                entry = live.get(record_id)
+                if entry is None:
+                    self._drop(file_id, size)
+                else:
+                    entry.append(file_id)
+                    entry.append(size)
+            else:  # DELETE_TX: the delete record itself is not needed after the commit
+                self._drop(file_id, size)
+                entry = live.pop(record_id, None)
+                if entry is not None:
+                    self._drop_entry(entry)
+        return tx
+
+    def rollback(self, tx_id: int) -> _Tx | None:
+        tx = self.txs.pop(tx_id, None)
+        if tx is None:
+            return None
+        self._forget_adds(tx)
+        if tx.prepare_location is not None:
+            self._drop(*tx.prepare_location)
+        for op in tx.ops:
+            self._drop(op[4], op[5])
+        return tx
+
+    def counts_of(self, tx_id: int) -> list[int]:
+        """Flat ``[file_id, n, ...]`` of the transaction's records (for PREPARE/COMMIT)."""
+        tx = self.txs.get(tx_id)
+        if tx is None:
+            return []
+        flat: list[int] = []
+        for file_id, count in tx.files.items():
+            flat.append(file_id)
+            flat.append(count)
+        return flat
+
+
+# --------------------------------------------------------------------------------------------
+# Replay
+
+
+_new_info = functools.partial(tuple.__new__, RecordInfo)
+
+
+class _Replay:
+    """Apply decoded records, file by file, to a tracker and to the record list.
+
+    ``present``: ids of the files being replayed (a COMMIT's per-file count is checked only
+    for files that are present; the others were reclaimed).
+    """
+
+    def __init__(self, present: set[int], *, announce: bool) -> None:
+        self.tracker = _Tracker()
+        self.present = present
+        self.ordered: dict[int, RecordInfo] = {}  # sequence -> record, in journal order
+        self.sequences: dict[int, list[int]] = {}  # id -> its sequences (add, updates)
+        self.sequence = 0
+        self.discarded = 0
+        self.records_read = 0
+        self._announce = announce
+
+    def feed(self, file_id: int, bodies: list[list], sizes: list[int]) -> None:
+        """Apply one file's records (the hot path of load: keep it lean)."""
+        tracker = self.tracker
+        live = tracker.live
+        file_live = tracker.file_live
+        file_live.setdefault(file_id, 0)
+        ordered = self.ordered
+        sequences = self.sequences
+        new_info = _new_info
+        sequence = self.sequence
+        held = 0
+        self.records_read += len(bodies)
+        for fields, size in zip(bodies, sizes, strict=True):
+            kind = fields[0]
+            if kind == ADD:
+                record_id = fields[3]
+                if record_id in live:
+                    self._forget(record_id)
+                live[record_id] = [file_id, size]
+                file_live[file_id] += 1
+                held += size
+                sequence += 1
+                ordered[sequence] = new_info((record_id, fields[4], fields[5], False))
+                sequences[record_id] = [sequence]
+            elif kind == UPDATE:
+                record_id = fields[3]
+                entry = live.get(record_id)
+                if entry is None:
+                    continue
+                entry.append(file_id)
+                entry.append(size)
+                file_live[file_id] += 1
+                held += size
+                sequence += 1
+                ordered[sequence] = new_info((record_id, fields[4], fields[5], True))
+                sequences[record_id].append(sequence)
+            elif kind == DELETE:
+                record_id = fields[3]
+                if record_id in live:
+                    self._forget(record_id)
+            else:
+                self.sequence = sequence
+                self._transactional(file_id, fields, size)
+                sequence = self.sequence
+        self.sequence = sequence
+        tracker.live_bytes += held
+
+    def _forget(self, record_id: int) -> None:
+        self.tracker.delete(record_id)
+        ordered = self.ordered
+        for sequence in self.sequences.pop(record_id):
+            del ordered[sequence]
+
+    def _transactional(self, file_id: int, fields: list, size: int) -> None:
+        kind = fields[0]
+        tracker = self.tracker
+        if kind == ADD_TX or kind == UPDATE_TX:
+            tracker.tx_record(fields[6], kind, fields[3], fields[4], fields[5], file_id, size)
+        elif kind == DELETE_TX:
+            tracker.tx_record(fields[4], kind, fields[3], None, None, file_id, size)
+        elif kind == PREPARE:
+            tracker.prepare(fields[3], file_id, size, fields[5], fields[4])
+        elif kind == COMMIT:
+            tx_id = fields[3]
+            tx = tracker.txs.get(tx_id)
+            if tx is None:
+                return  # its records were reclaimed, or it was empty
+            if not self._complete(tx, fields[4]):
+                if self._announce:
+                    logger.warning("AMQ142014: Transaction %d is missing elements so the "
+                                   "transaction is being ignored", tx_id)
+                tracker.rollback(tx_id)
+                self.discarded += 1
+                return
+            tracker.commit(tx_id)
+            self._apply(tx)
+        elif kind == ROLLBACK:
+            tracker.rollback(fields[3])
+
+    def _complete(self, tx: _Tx, counts: list[int] | None) -> bool:
+        if counts is None:
+            return True
+        present = self.present
+        files = tx.files
+        for index in range(0, len(counts) - 1, 2):
+            file_id = counts[index]
+            if file_id in present and files.get(file_id, 0) != counts[index + 1]:
+                return False
+        return True
+
+    def _apply(self, tx: _Tx) -> None:
+        """Mirror a commit (already applied to the tracker) on the ordered record list."""
+        ordered = self.ordered
+        sequences = self.sequences
+        for kind, record_id, user_type, body, _file_id, _size in tx.ops:
+            if kind == ADD_TX:
+                old = sequences.pop(record_id, None)
+                if old is not None:
+                    for sequence in old:
+                        del ordered[sequence]
+                self.sequence += 1
+                ordered[self.sequence] = _new_info((record_id, user_type, body, False))
+                sequences[record_id] = [self.sequence]
+            elif kind == UPDATE_TX:
+                own = sequences.get(record_id)
+                if own is not None:
+                    self.sequence += 1
+                    ordered[self.sequence] = _new_info((record_id, user_type, body, True))
+                    own.append(self.sequence)
+            else:
+                old = sequences.pop(record_id, None)
+                if old is not None:
+                    for sequence in old:
+                        del ordered[sequence]
+
+    def check_prepared(self) -> None:
+        """Drop prepared transactions whose records are not all there (AMQ142013)."""
+        for tx in list(self.tracker.txs.values()):
+            if tx.prepared and not self._complete(tx, tx.prepare_counts):
+                if self._announce:
+                    logger.warning("AMQ142013: Prepared transaction %d was not considered "
+                                   "completed, it will be ignored", tx.tx_id)
+                self.tracker.rollback(tx.tx_id)
+                self.discarded += 1
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+class _Batch:
+    """Records framed on the loop thread, waiting for the writer (guarded by the journal lock)."""
+
+    __slots__ = ("actions", "chunks", "needs_sync", "records", "size", "stop", "sync_futures",
+                 "tail", "urgent", "write_futures")
+
+    def __init__(self) -> None:
+        self.chunks: list[list] = []  # [file_id, offset, bytearray]
+        self.tail: list | None = None
+        self.size = 0
+        self.records = 0
+        self.write_futures: list[asyncio.Future[None]] = []  # resolve after the write
+        self.sync_futures: list[asyncio.Future[None]] = []  # resolve after the fdatasync
+        self.needs_sync = False
+        self.actions: list[Callable[[], None]] = []  # writer-thread work after the sync
+        self.urgent = False  # do not wait for buffer_timeout
+        self.stop = False  # the writer exits after this batch
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _fail_futures(futures: list[asyncio.Future[None]], error: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+            # The journal logs its failure once; do not also log every unawaited future.
+            future.exception()
+
+
+class _Compaction:
+    __slots__ = ("first", "input_set", "inputs", "last", "oplog")
+
+    def __init__(self, inputs: list[int], first: int, last: int) -> None:
+        self.inputs = inputs
+        self.input_set = set(inputs)
+        self.first = first
+        self.last = last
+        self.oplog: list[tuple[str, tuple]] = []  # tracker calls made after the cut
+
+
+_OPENED, _LOADED, _CLOSING, _CLOSED = "opened", "loaded", "closing", "closed"
+
+
+def _check_id(what: str, value: object) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_ID:
+        raise JournalError(f"{what} {value!r} is not a 64-bit unsigned integer")
+
+
+# --------------------------------------------------------------------------------------------
+# The journal
+
+
+class Journal:
+    """An append-only record journal in one directory. Create with :meth:`open`."""
+
+    def __init__(self, directory: Path, options: JournalOptions, files: FileFactory,
+                 segments: SegmentSet, *, epoch: int, fence: Callable[[], None] | None,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._directory = directory
+        self._options = options
+        self._files = files
+        self._segments = segments
+        self._epoch = epoch
+        self._fence = fence
+        self._loop = loop
+        self._state = _OPENED
+        self._failure: BaseException | None = None
+        self._file_size = options.file_size
+        self._max_record = options.file_size - HEADER_SIZE - _ROLLOVER_SLACK
+        self._buffer_size = options.buffer_size
+        self._timeout_ns = options.buffer_timeout_ns
+        self._datasync = options.datasync
+        self._sync_non_tx = options.datasync and options.sync_non_transactional
+        self._sync_tx = options.datasync and options.sync_transactional
+        self._pack = msgpack.Packer(autoreset=True, use_bin_type=True).pack
+        self._pack_header = framing.pack_frame_header
+
+        # loop-thread state: where the next record goes
+        self._tracker = _Tracker()
+        self._data_ids: list[int] = []
+        self._current_id: int | None = None
+        self._offset = HEADER_SIZE
+        self._next_id = 1
+        self._records_written = 0
+
+        # shared with the writer (under _lock)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._batches: collections.deque[_Batch] = collections.deque()
+        self._writer_idle = False
+        self._writer_gathering = False
+        self._writer: threading.Thread | None = None
+
+        # writer-thread state
+        self._w_segment: Segment | None = None
+        self._w_dirty: dict[int, Segment] = {}
+        self._w_last_flush_ns = 0
+        self._w_batches = 0
+        self._w_bytes = 0
+        self._w_fsyncs = 0
+        self._w_largest = 0
+        self._w_reclaimed = 0
+
+        self._compaction: _Compaction | None = None
+        self._compaction_task: asyncio.Task[None] | None = None
+        self._compaction_blocked: str | None = None
+        self._compactions = 0
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def open(cls, directory: Path, options: JournalOptions, files: FileFactory | None = None,
+                   *, epoch: int = 0, fence: Callable[[], None] | None = None) -> Journal:
+        """Open (creating if needed) the journal in ``directory``; call :meth:`load` next.
+
+        Leftover temporary files are removed, an interrupted compaction is finished or
+        undone, and every segment's size and header are checked (a file whose size is not
+        ``file_size`` is an error). ``epoch`` goes into every new segment and record; a
+        segment written with a newer epoch makes :meth:`load` fail (a newer broker owns the
+        journal). ``fence`` is called in the writer thread before each batch is written; if it
+        raises, the journal stops with that exception.
+        """
+        _check_id("epoch", epoch)
+        files = files if files is not None else OSFileFactory()
+        directory = Path(directory)
+        loop = asyncio.get_running_loop()
+        if options.journal_type.upper() != "NIO":
+            logger.info("journal-type %s: pybroker writes %s with positional writes and "
+                        "fdatasync (as NIO)", options.journal_type, directory)
+
+        def blocking() -> SegmentSet:
+            segments = SegmentSet.open(files, directory, options.name, options.file_size,
+                                       min_files=options.min_files,
+                                       pool_files=options.pool_files, datasync=options.datasync)
+            try:
+                compactor.recover_interrupted(segments)
+            except BaseException:
+                segments.close_all()
+                raise
+            return segments
+
+        segments = await loop.run_in_executor(None, blocking)
+        return cls(directory, options, files, segments, epoch=epoch, fence=fence, loop=loop)
+
+    @property
+    def directory(self) -> Path:
+        """The journal directory."""
+        return self._directory
+
+    @property
+    def options(self) -> JournalOptions:
+        """The options the journal was opened with."""
+        return self._options
+
+    async def load(self) -> LoadResult:
+        """Replay the journal; must be called once, before anything else.
+
+        A torn tail of the newest segment is truncated (and logged); damage anywhere else
+        raises :class:`JournalCorruptError`. Transactions with no outcome are discarded
+        (AMQ142015) and a rollback is appended for each.
+        """
+        if self._state is not _OPENED:
+            raise JournalError(f"journal {self._directory}: load() must come first, and once")
+        result, incomplete = await self._loop.run_in_executor(None, self._load_blocking)
+        self._state = _LOADED
+        self._writer = threading.Thread(target=self._writer_main, daemon=True,
+                                        name=f"pybroker-journal-{self._options.name}")
+        self._writer.start()
+        for tx_id in incomplete:
+            self.rollback(tx_id, sync=False)
+        self._reclaim_heads()
+        return result
+
+    async def close(self) -> None:
+        """Write and sync everything appended, stop the writer, close the files."""
+        if self._state is _CLOSED or self._state is _CLOSING:
+            return
+        if self._state is _OPENED:
+            self._state = _CLOSED
+            self._segments.close_all()
+            return
+        self._state = _CLOSING
+        task = self._compaction_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.shield(task)
+            except Exception:
+                pass  # logged by the compaction task itself
+        future = self._loop.create_future()
+        with self._cond:
+            if self._failure is None:
+                batch = self._tail_batch()
+                batch.stop = True
+                batch.urgent = True
+                if self._datasync:
+                    batch.needs_sync = True
+                batch.sync_futures.append(future)
+                self._cond.notify()
+            else:
+                future.set_result(None)
+        try:
+            await future
+        except BaseException as error:
+            if not isinstance(error, Exception):
+                raise
+        writer = self._writer
+        if writer is not None:
+            await self._loop.run_in_executor(None, writer.join)
+        self._segments.close_all()
+        self._state = _CLOSED
+
+    # ---------------------------------------------------------------------------- appends
+
+    def _check_usable(self) -> None:
+        if self._state is not _LOADED:
+            if self._state is _OPENED:
+                raise JournalError(f"journal {self._directory}: call load() first")
+            raise JournalClosedError(f"journal {self._directory} is closed")
+        if self._failure is not None:
+            raise self._failure
+
+    def append(self, record_id: int, user_type: int, body: bytes, *,
+               sync: bool) -> asyncio.Future[None]:
+        """Add record ``record_id``. The future resolves once written (synced if ``sync``).
+
+        Callable from the event loop without awaiting; futures resolve in append order.
+        Adding an id that is live (or being added by an open transaction) is an error.
+        """
+        if self._state is not _LOADED or self._failure is not None:
+            self._check_usable()
+        tracker = self._tracker
+        if record_id in tracker.live or record_id in tracker.pending_adds:
+            raise JournalError(f"journal {self._directory}: record {record_id} already exists")
+        _check_id("record id", record_id)
+        self._check_body(user_type, body)
+        future, file_id, size = self._write(
+            [ADD, 0, self._epoch, record_id, user_type, body], sync and self._sync_non_tx)
+        tracker.add(record_id, file_id, size)
+        if self._compaction is not None:
+            self._compaction.oplog.append(("add", (record_id, file_id, size)))
+        return future
+
+    def update(self, record_id: int, user_type: int, body: bytes, *,
+               sync: bool) -> asyncio.Future[None]:
+        """Append an update to live record ``record_id`` (replayed after its add)."""
+        if self._state is not _LOADED or self._failure is not None:
+            self._check_usable()
+        tracker = self._tracker
+        if record_id not in tracker.live:
+            raise self._unknown("update", record_id)
+        self._check_body(user_type, body)
+        future, file_id, size = self._write(
+            [UPDATE, 0, self._epoch, record_id, user_type, body], sync and self._sync_non_tx)
+        tracker.update(record_id, file_id, size)
+        if self._compaction is not None:
+            self._compaction.oplog.append(("update", (record_id, file_id, size)))
+        return future
+
+    def delete(self, record_id: int, *, sync: bool) -> asyncio.Future[None]:
+        """Delete live record ``record_id`` (its add and updates are no longer replayed)."""
+        if self._state is not _LOADED or self._failure is not None:
+            self._check_usable()
+        tracker = self._tracker
+        if record_id not in tracker.live:
+            raise self._unknown("delete", record_id)
+        future, _file_id, _size = self._write([DELETE, 0, self._epoch, record_id],
+                                              sync and self._sync_non_tx)
+        tracker.delete(record_id)
+        if self._compaction is not None:
+            self._compaction.oplog.append(("delete", (record_id,)))
+        self._reclaim_heads()
+        return future
+
+    def append_tx(self, tx_id: int, record_id: int, user_type: int,
+                  body: bytes) -> asyncio.Future[None]:
+        """Add ``record_id`` in transaction ``tx_id`` (live once the transaction commits)."""
+        tx = self._open_tx(tx_id)
+        tracker = self._tracker
+        if record_id in tracker.live or record_id in tracker.pending_adds:
+            raise JournalError(f"journal {self._directory}: record {record_id} already exists")
+        _check_id("record id", record_id)
+        self._check_body(user_type, body)
+        return self._tx_record(tx, ADD_TX, record_id, user_type,
+                               [ADD_TX, 0, self._epoch, record_id, user_type, body, tx_id])
+
+    def update_tx(self, tx_id: int, record_id: int, user_type: int,
+                  body: bytes) -> asyncio.Future[None]:
+        """Update ``record_id`` in transaction ``tx_id``."""
+        tx = self._open_tx(tx_id)
+        self._check_tx_target(tx, tx_id, record_id, "update")
+        self._check_body(user_type, body)
+        return self._tx_record(tx, UPDATE_TX, record_id, user_type,
+                               [UPDATE_TX, 0, self._epoch, record_id, user_type, body, tx_id])
+
+    def delete_tx(self, tx_id: int, record_id: int) -> asyncio.Future[None]:
+        """Delete ``record_id`` in transaction ``tx_id``."""
+        tx = self._open_tx(tx_id)
+        self._check_tx_target(tx, tx_id, record_id, "delete")
+        return self._tx_record(tx, DELETE_TX, record_id, None,
+                               [DELETE_TX, 0, self._epoch, record_id, tx_id])
+
+    def prepare(self, tx_id: int, extra: bytes, *, sync: bool) -> asyncio.Future[None]:
+        """Prepare transaction ``tx_id`` (XA); ``extra`` (the Xid) is returned by a later load."""
+        self._check_usable()
+        _check_id("transaction id", tx_id)
+        if not isinstance(extra, bytes | bytearray | memoryview):
+            raise JournalError(f"prepare extra must be bytes, not {type(extra).__name__}")
+        tracker = self._tracker
+        tx = tracker.txs.get(tx_id)
+        if tx is not None and tx.prepared:
+            raise JournalError(f"journal {self._directory}: transaction {tx_id} is already "
+                               "prepared")
+        counts = tracker.counts_of(tx_id)
+        future, file_id, size = self._write([PREPARE, 0, self._epoch, tx_id, counts, extra],
+                                            sync and self._sync_tx)
+        tracker.prepare(tx_id, file_id, size, None, counts)
+        self._log(("prepare", (tx_id, file_id, size, None, counts)))
+        return future
+
+    def commit(self, tx_id: int, *, sync: bool) -> asyncio.Future[None]:
+        """Commit transaction ``tx_id``: its records take effect."""
+        self._check_usable()
+        tracker = self._tracker
+        if tx_id not in tracker.txs:
+            raise JournalError(f"journal {self._directory}: no open transaction {tx_id}")
+        future, _file_id, _size = self._write(
+            [COMMIT, 0, self._epoch, tx_id, tracker.counts_of(tx_id)], sync and self._sync_tx)
+        tracker.commit(tx_id)
+        self._log(("commit", (tx_id,)))
+        self._reclaim_heads()
+        return future
+
+    def rollback(self, tx_id: int, *, sync: bool) -> asyncio.Future[None]:
+        """Roll back transaction ``tx_id``: its records are discarded."""
+        self._check_usable()
+        tracker = self._tracker
+        if tx_id not in tracker.txs:
+            raise JournalError(f"journal {self._directory}: no open transaction {tx_id}")
+        future, _file_id, _size = self._write([ROLLBACK, 0, self._epoch, tx_id],
+                                              sync and self._sync_tx)
+        tracker.rollback(tx_id)
+        self._log(("rollback", (tx_id,)))
+        self._reclaim_heads()
+        return future
+
+    async def sync(self) -> None:
+        """Resolve once everything appended before this call is written and fdatasynced."""
+        self._check_usable()
+        await self._barrier()
+
+    async def _barrier(self) -> None:
+        future = self._loop.create_future()
+        with self._cond:
+            if self._failure is not None:
+                raise self._failure
+            batch = self._tail_batch()
+            if self._datasync:
+                batch.needs_sync = True
+            if batch.needs_sync:
+                batch.sync_futures.append(future)
+            else:
+                batch.write_futures.append(future)
+            batch.urgent = True
+            if self._writer_idle or self._writer_gathering:
+                self._writer_idle = False
+                self._cond.notify()
+        await future
+
+    # -- helpers of the append path
+
+    def _unknown(self, what: str, record_id: int) -> JournalError:
+        return JournalError(f"journal {self._directory}: cannot {what} record {record_id}: "
+                            "no such live record")
+
+    @staticmethod
+    def _check_body(user_type: int, body: object) -> None:
+        if type(user_type) is not int or not 0 <= user_type <= 255:
+            raise JournalError(f"user type {user_type!r} is not 0..255")
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise JournalError(f"record body must be bytes, not {type(body).__name__}")
+
+    def _open_tx(self, tx_id: int) -> _Tx | None:
+        self._check_usable()
+        _check_id("transaction id", tx_id)
+        tx = self._tracker.txs.get(tx_id)
+        if tx is not None and tx.prepared:
+            raise JournalError(f"journal {self._directory}: transaction {tx_id} is prepared: "
+                               "commit or roll it back")
+        return tx
+
+    def _check_tx_target(self, tx: _Tx | None, tx_id: int, record_id: int, what: str) -> None:
+        if tx is not None and record_id in tx.adds:
+            return
+        if record_id in self._tracker.live and (tx is None or record_id not in tx.deletes):
+            return
+        raise JournalError(f"journal {self._directory}: transaction {tx_id} cannot {what} "
+                           f"record {record_id}: no such live record")
+
+    def _tx_record(self, tx: _Tx | None, kind: int, record_id: int, user_type: int | None,
+                   fields: list) -> asyncio.Future[None]:
+        future, file_id, size = self._write(fields, False)
+        tx_id = fields[-1]
+        self._tracker.tx_record(tx_id, kind, record_id, user_type, None, file_id, size)
+        self._log(("tx_record", (tx_id, kind, record_id, user_type, None, file_id, size)))
+        return future
+
+    def _log(self, entry: tuple[str, tuple]) -> None:
+        if self._compaction is not None:
+            self._compaction.oplog.append(entry)
+
+    def _tail_batch(self) -> _Batch:
+        """The newest batch (under the lock), started anew when full or when none is waiting."""
+        batches = self._batches
+        if batches:
+            batch = batches[-1]
+            if batch.size < self._buffer_size and not batch.stop:
+                return batch
+        batch = _Batch()
+        batches.append(batch)
+        return batch
+
+    def _write(self, fields: list, durable: bool) -> tuple[asyncio.Future[None], int, int]:
+        """Frame ``fields`` (item 1 becomes the file id) into the newest batch."""
+        file_id = self._current_id
+        provisional = fields[1] = file_id if file_id is not None else self._next_id
+        body = self._pack(fields)
+        size = len(body) + FRAME_HEADER_SIZE
+        if file_id is None or self._offset + size > self._file_size:
+            if size > self._max_record:
+                raise JournalError(
+                    f"journal {self._directory}: a record of {size} bytes does not fit in a "
+                    f"journal file of {self._file_size} bytes")
+            file_id = self._roll()
+            if file_id != provisional:
+                fields[1] = file_id
+                body = self._pack(fields)
+                size = len(body) + FRAME_HEADER_SIZE
+        offset = self._offset
+        frame = self._pack_header(len(body), crc32c(body)) + body
+        future = self._loop.create_future()
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            batch = self._tail_batch()
+            chunk = batch.tail
+            if chunk is None or chunk[0] != file_id:
+                chunk = batch.tail = [file_id, offset, bytearray()]
+                batch.chunks.append(chunk)
+            chunk[2] += frame
+            batch.size += size
+            batch.records += 1
+            if durable:
+                batch.needs_sync = True
+                batch.sync_futures.append(future)
+            elif batch.needs_sync:
+                batch.sync_futures.append(future)
+            else:
+                batch.write_futures.append(future)
+            if self._writer_idle or (self._writer_gathering and batch.size >= self._buffer_size):
+                self._writer_idle = False
+                self._cond.notify()
+        self._offset = offset + size
+        self._records_written += 1
+        return future, file_id, size
+
+    def _roll(self) -> int:
+        """Start the next file (loop side: the writer claims a file when it gets there)."""
+        file_id = self._next_id
+        self._next_id += 1
+        self._current_id = file_id
+        self._offset = HEADER_SIZE
+        self._data_ids.append(file_id)
+        self._tracker.file_live.setdefault(file_id, 0)
+        self._maybe_compact()
+        return file_id
+
+    def _add_action(self, action: Callable[[], None]) -> None:
+        with self._cond:
+            batch = self._tail_batch()
+            batch.actions.append(action)
+            if self._writer_idle:
+                self._writer_idle = False
+                self._cond.notify()
+
+    def _reclaim_heads(self) -> None:
+        """Free the oldest data files while they hold nothing live (never the current one)."""
+        ids = self._data_ids
+        if not ids:
+            return
+        file_live = self._tracker.file_live
+        compaction = self._compaction
+        while ids:
+            head = ids[0]
+            if (head == self._current_id or file_live.get(head, 0)
+                    or (compaction is not None and head in compaction.input_set)):
+                return
+            ids.pop(0)
+            file_live.pop(head, None)
+            self._add_action(functools.partial(self._w_free, head))
+
+    # ---------------------------------------------------------------------------- the writer
+
+    def _writer_main(self) -> None:
+        cond = self._cond
+        batches = self._batches
+        while True:
+            with cond:
+                while not batches:
+                    self._writer_idle = True
+                    cond.wait()
+                self._writer_idle = False
+                batch = batches[0]
+                timeout = self._timeout_ns
+                if timeout and not batch.urgent:
+                    deadline = self._w_last_flush_ns + timeout
+                    while True:
+                        now = time.monotonic_ns()
+                        if (now >= deadline or len(batches) > 1 or batch.urgent
+                                or batch.size >= self._buffer_size):
+                            break
+                        self._writer_gathering = True
+                        cond.wait((deadline - now) / 1e9)
+                    self._writer_gathering = False
+                batches.popleft()
+            try:
+                if not self._process(batch):
+                    return
+            except BaseException as error:  # a bug: fail the journal rather than hang callers
+                logger.exception("journal %s: writer thread failed", self._directory)
+                self._fail(JournalError(f"journal {self._directory}: writer failed: {error}"),
+                           batch)
+                return
+
+    def _process(self, batch: _Batch) -> bool:
+        """Write one batch; False once the writer must stop."""
+        if (batch.chunks or batch.actions) and self._fence is not None:
+            try:
+                self._fence()
+            except BaseException as error:
+                logger.error("journal %s: fenced, nothing more is written: %s",
+                             self._directory, error)
+                self._fail(error, batch)
+                return False
+        path: Path | str = self._directory
+        operation = "write"
+        try:
+            self._w_last_flush_ns = time.monotonic_ns()
+            if batch.chunks:
+                for file_id, offset, data in batch.chunks:
+                    segment = self._w_segment
+                    if segment is None or segment.file_id != file_id:
+                        operation = "switch to a new file"
+                        segment = self._w_switch(file_id)
+                        operation = "write"
+                    path = segment.path
+                    segment.handle.pwrite(data, offset)
+                    self._w_dirty[file_id] = segment
+                    self._w_bytes += len(data)
+                self._w_batches += 1
+                if batch.records > self._w_largest:
+                    self._w_largest = batch.records
+            loop = self._loop
+            if batch.needs_sync or batch.actions:
+                if batch.write_futures:
+                    self._call(loop, _resolve, batch.write_futures)
+                    batch.write_futures = []
+                if self._datasync and self._w_dirty:
+                    operation = "fdatasync"
+                    for file_id in sorted(self._w_dirty):
+                        segment = self._w_dirty[file_id]
+                        path = segment.path
+                        segment.handle.datasync()
+                        self._w_fsyncs += 1
+                    self._w_dirty.clear()
+                operation = "free a file"
+                for action in batch.actions:
+                    action()
+            futures = batch.write_futures + batch.sync_futures if batch.write_futures \
+                else batch.sync_futures
+            if futures:
+                self._call(loop, _resolve, futures)
+            if (not batch.stop and self._options.pool_files != 0
+                    and not self._segments.has_free()):
+                operation = "create a spare file"
+                path = self._directory
+                self._segments.create_free()
+        except Exception as error:
+            failure = JournalError(f"journal {self._directory}: {operation} failed on {path}: "
+                                   f"{error}; the journal stops (no retry after a failed write "
+                                   "or sync)")
+            failure.__cause__ = error
+            logger.error("%s", failure)
+            self._fail(failure, batch)
+            return False
+        return not batch.stop
+
+    def _w_switch(self, file_id: int) -> Segment:
+        previous = self._w_segment
+        if previous is not None and self._datasync and previous.file_id in self._w_dirty:
+            previous.handle.datasync()
+            self._w_fsyncs += 1
+            del self._w_dirty[previous.file_id]
+        try:
+            segment = self._segments.get(file_id)
+        except KeyError:
+            segment = self._segments.claim(file_id, self._epoch)
+            if self._datasync:
+                self._w_fsyncs += 1
+        self._w_segment = segment
+        return segment
+
+    def _w_free(self, file_id: int) -> None:
+        try:
+            segment = self._segments.unregister(file_id)
+        except KeyError:
+            return
+        if self._w_segment is segment:
+            self._w_segment = None
+        self._w_dirty.pop(file_id, None)
+        self._segments.release(segment)
+        self._w_reclaimed += 1
+
+    def _call(self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any],
+              *args: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(function, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _fail(self, error: BaseException, batch: _Batch) -> None:
+        with self._cond:
+            if self._failure is None:
+                self._failure = error
+            pending = [batch, *self._batches]
+            self._batches.clear()
+        futures = [future for item in pending
+                   for future in (*item.write_futures, *item.sync_futures)]
+        if futures:
+            self._call(self._loop, _fail_futures, futures, self._failure)
+
+    # ---------------------------------------------------------------------------- load
+
+    def _load_blocking(self) -> tuple[LoadResult, list[int]]:
+        segments = self._segments.data_segments()
+        for segment in segments:
+            if segment.epoch > self._epoch:
+                raise JournalError(
+                    f"{segment.path}: written with epoch {segment.epoch}, newer than this "
+                    f"journal's epoch {self._epoch}: another broker owns this journal")
+        replay = _Replay({segment.file_id for segment in segments}, announce=True)
+        truncated: TruncationInfo | None = None
+        end_offset = HEADER_SIZE
+        for index, segment in enumerate(segments):
+            data = segment.handle.pread(self._file_size, 0)
+            header = SegmentHeader(SegmentState.DATA, segment.file_id, segment.epoch)
+            scan = scan_segment(data, header)
+            damage = scan.damage
+            newest = index == len(segments) - 1
+            if damage is not None and not scan.clean:
+                if scan.next_valid is not None:
+                    raise JournalCorruptError(
+                        f"{damage.kind.value} record ({damage.detail}) with valid records after "
+                        f"it (next at offset {scan.next_valid})", file=str(segment.path),
+                        offset=damage.offset)
+                if not newest:
+                    raise JournalCorruptError(
+                        f"{damage.kind.value} record ({damage.detail}) in a segment that is not "
+                        "the newest", file=str(segment.path), offset=damage.offset)
+                truncated = TruncationInfo(str(segment.path), scan.stop, scan.dirty_bytes,
+                                           damage.kind.value)
+                logger.warning("journal %s: torn tail at offset %d (%s: %s): dropping %d bytes",
+                               segment.path, scan.stop, damage.kind.value, damage.detail,
+                               scan.dirty_bytes)
+                segment.handle.pwrite(bytes(scan.dirty_bytes), scan.stop)
+                segment.handle.datasync()
+            replay.feed(segment.file_id, scan.bodies, scan.sizes)
+            end_offset = scan.stop
+        replay.check_prepared()
+
+        tracker = replay.tracker
+        self._data_ids = [segment.file_id for segment in segments]
+        if segments and segments[-1].epoch == self._epoch:
+            self._current_id = segments[-1].file_id
+            self._offset = end_offset
+            self._w_segment = segments[-1]
+        else:
+            self._current_id = None
+        self._next_id = self._segments.highest_file_id + 1
+
+        prepared: list[PreparedTransaction] = []
+        incomplete: list[int] = []
+        for tx in tracker.txs.values():
+            if tx.prepared:
+                prepared.append(PreparedTransaction(
+                    tx.tx_id, tx.extra or b"",
+                    [_new_info((op[1], op[2], op[3], op[0] == UPDATE_TX))
+                     for op in tx.ops if op[0] != DELETE_TX],
+                    [op[1] for op in tx.ops if op[0] == DELETE_TX]))
+            else:
+                logger.warning("AMQ142015: Uncommitted transaction with id %d found and "
+                               "discarded", tx.tx_id)
+                incomplete.append(tx.tx_id)
+            tx.ops = [(op[0], op[1], op[2], None, op[4], op[5]) for op in tx.ops]
+            tx.extra = None
+        self._tracker = tracker
+        self._segments.ensure_files(self._options.min_files)
+        result = LoadResult(list(replay.ordered.values()), prepared, len(incomplete),
+                            replay.discarded, truncated, len(segments), replay.records_read)
+        return result, incomplete
+
+    # ---------------------------------------------------------------------------- compaction
+
+    def _maybe_compact(self) -> None:
+        options = self._options
+        if (options.compact_min_files == 0 or self._compaction is not None
+                or self._compaction_blocked is not None or self._state is not _LOADED
+                or (self._compaction_task is not None and not self._compaction_task.done())):
+            return
+        files = len(self._data_ids)
+        if files <= options.compact_min_files:
+            return
+        if self._tracker.live_bytes * 100 >= options.compact_percentage * files * self._file_size:
+            return
+        self._compaction_task = self._loop.create_task(self._compact_logged(),
+                                                       name=f"compact {self._directory}")
+
+    async def _compact_logged(self) -> None:
+        try:
+            await self._run_compaction()
+        except Exception as error:
+            logger.error("journal %s: automatic compaction failed: %s", self._directory, error)
+
+    async def compact(self) -> None:
+        """Rewrite the live records into fresh files and free the old ones.
+
+        Also runs by itself when there are more than ``compact_min_files`` data files and the
+        live data is under ``compact_percentage`` of them. Appends may go on meanwhile; a
+        crash at any point leaves a journal that loads to the same state.
+        """
+        self._check_usable()
+        task = self._compaction_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.shield(task)
+            except Exception:
+                pass
+        self._check_usable()
+        task = self._compaction_task = self._loop.create_task(
+            self._run_compaction(), name=f"compact {self._directory}")
+        await asyncio.shield(task)
+
+    async def _run_compaction(self) -> None:
+        if self._compaction_blocked is not None:
+            raise JournalError(self._compaction_blocked)
+        inputs = list(self._data_ids)
+        if not inputs:
+            return
+        first = self._next_id
+        last = first + 2 * len(inputs) + 1
+        self._next_id = last + 1
+        if self._current_id is not None:
+            self._offset = self._file_size  # the next append starts a file above ``last``
+        compaction = self._compaction = _Compaction(inputs, first, last)
+        loop = self._loop
+        try:
+            await self._barrier()
+            input_segments = [self._segments.get(file_id) for file_id in inputs]
+            outputs, tracker = await loop.run_in_executor(
+                None, self._compact_blocking, input_segments, first, last)
+        except BaseException as error:
+            self._compaction = None
+            if isinstance(error, compactor.CompactionCleanupError):
+                self._compaction_blocked = str(error)
+            if isinstance(error, JournalError):
+                raise
+            raise JournalError(f"journal {self._directory}: compaction failed: {error}") \
+                from error
+        # The swap: synchronous on the loop thread, so no append interleaves with it.
+        for name, arguments in compaction.oplog:
+            getattr(tracker, name)(*arguments)
+        self._tracker = tracker
+        self._data_ids = [segment.file_id for segment in outputs] + [
+            file_id for file_id in self._data_ids if file_id > last]
+        for segment in outputs:
+            self._segments.register(segment)
+        replaced = [self._segments.unregister(file_id) for file_id in inputs]
+        self._compaction = None
+        self._compactions += 1
+        try:
+            await loop.run_in_executor(None, compactor.finish, self._segments, replaced)
+        except Exception as error:
+            self._compaction_blocked = (
+                f"journal {self._directory}: freeing the files replaced by a compaction failed "
+                f"({error}); compaction is off until the journal is reopened")
+            raise JournalError(self._compaction_blocked) from error
+        finally:
+            if self._state is _LOADED and self._failure is None:
+                self._reclaim_heads()
+
+    def _compact_blocking(self, inputs: list[Segment], first: int,
+                          last: int) -> tuple[list[Segment], _Tracker]:
+        replay = _Replay({segment.file_id for segment in inputs}, announce=False)
+        for segment in inputs:
+            data = segment.handle.pread(self._file_size, 0)
+            scan = scan_segment(data, SegmentHeader(SegmentState.DATA, segment.file_id,
+                                                    segment.epoch))
+            if not scan.clean:
+                assert scan.damage is not None
+                raise JournalCorruptError(f"{scan.damage.kind.value} record found while "
+                                          "compacting", file=str(segment.path),
+                                          offset=scan.damage.offset)
+            replay.feed(segment.file_id, scan.bodies, scan.sizes)
+        source = replay.tracker
+        tracker = _Tracker()
+
+        def produce(writer: Any) -> None:
+            # live records (adds with their updates) in journal order, then open transactions
+            for record in replay.ordered.values():
+                kind = UPDATE if record.is_update else ADD
+                file_id, size = writer.write(kind, (record.id, record.user_type, record.body))
+                if kind == ADD:
+                    tracker.add(record.id, file_id, size)
+                else:
+                    tracker.update(record.id, file_id, size)
+            for tx in source.txs.values():
+                for kind, record_id, user_type, body, _file_id, _size in tx.ops:
+                    if kind == DELETE_TX:
+                        rest: tuple = (record_id, tx.tx_id)
+                    else:
+                        rest = (record_id, user_type, body, tx.tx_id)
+                    file_id, size = writer.write(kind, rest)
+                    tracker.tx_record(tx.tx_id, kind, record_id, user_type, None, file_id, size)
+                if tx.prepared:
+                    counts = tracker.counts_of(tx.tx_id)
+                    file_id, size = writer.write(PREPARE, (tx.tx_id, counts, tx.extra or b""))
+                    tracker.prepare(tx.tx_id, file_id, size, None, counts)
+
+        outputs = compactor.write_outputs(
+            self._segments, inputs=[segment.file_id for segment in inputs],
+            first_reserved=first, last_reserved=last, epoch=self._epoch, produce=produce)
+        for segment in outputs:
+            tracker.file_live.setdefault(segment.file_id, 0)
+        return outputs, tracker
+
+    # ---------------------------------------------------------------------------- statistics
+
+    def statistics(self) -> JournalStatistics:
+        """A snapshot of the journal's counters."""
+        data_files, free_files = self._segments.counts()
+        tracker = self._tracker
+        return JournalStatistics(
+            records_written=self._records_written, bytes_written=self._w_bytes,
+            fsyncs=self._w_fsyncs, batches=self._w_batches, largest_batch=self._w_largest,
+            data_files=data_files, free_files=free_files, live_records=len(tracker.live),
+            live_bytes=tracker.live_bytes, pending_transactions=len(tracker.txs),
+            compactions=self._compactions, reclaimed_files=self._w_reclaimed)
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self._directory)!r}, name={self._options.name!r}, {self._state})"
