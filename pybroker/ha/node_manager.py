@@ -304,9 +304,12 @@ class SharedStoreNodeManager:
         logger.debug("node manager %s: %s -> %s", event, self._phase.value, following.value)
         self._phase = following
 
-    def _leave_wait(self, waiting: _Phase) -> None:
-        if self._phase is waiting:  # not when stop() ended the wait
+    def _leave_wait(self, waiting: _Phase, error: BaseException) -> None:
+        """End a failed wait; if stop() ended it, say so whatever the step that noticed."""
+        if self._phase is waiting:
             self._transition("wait_failed")
+        elif isinstance(error, Exception) and self._stopped.is_set():
+            raise HAError(f"node manager on {self._backend.description}: stopped") from error
 
     @property
     def node_id(self) -> str:
@@ -356,8 +359,8 @@ class SharedStoreNodeManager:
             self._last_mtime = await self._state_io(self._backend.write_state, ord("F"))
             logger.info("AMQ221034: Waiting %s to obtain primary lock", _timeout_text(timeout_ms))
             await self._wait_for_lock(LockName.PRIMARY, timeout_ms)
-        except BaseException:
-            self._leave_wait(_Phase.PRIMARY_WAITING)
+        except BaseException as error:
+            self._leave_wait(_Phase.PRIMARY_WAITING, error)
             raise
         self._transition("locked")
         logger.info("AMQ221035: Primary Server Obtained primary lock")
@@ -401,8 +404,8 @@ class SharedStoreNodeManager:
         logger.info("AMQ221032: Waiting to become backup node")
         try:
             await self._wait_for_lock(LockName.BACKUP, timeout_ms)
-        except BaseException:
-            self._leave_wait(_Phase.BACKUP_WAITING)
+        except BaseException as error:
+            self._leave_wait(_Phase.BACKUP_WAITING, error)
             raise
         self._transition("locked")
         logger.info("AMQ221033: ** got backup lock")
@@ -424,14 +427,15 @@ class SharedStoreNodeManager:
         self._transition("await_primary")
         try:
             await self._await_primary_loop(timeout_ms)
-        except BaseException:
-            self._leave_wait(_Phase.BACKUP_AWAITING)
+        except BaseException as error:
+            self._leave_wait(_Phase.BACKUP_AWAITING, error)
             raise
         self._transition("locked")
 
     async def _await_primary_loop(self, timeout_ms: int) -> None:
         startup = (NodeState.FIRST_TIME_START, NodeState.NOT_STARTED)
         while True:
+            self._raise_if_stopped()
             state = await self.state()
             while state in startup:
                 logger.debug("awaiting primary node startup state = '%s'", state.value)
@@ -439,6 +443,7 @@ class SharedStoreNodeManager:
                 state = await self.state()
             await self._wait_for_lock(LockName.PRIMARY, timeout_ms)
             try:
+                self._raise_if_stopped()
                 state = await self.state()
                 if state is NodeState.ACTIVE:
                     # The primary died. Touch server.lock so a primary that silently lost its
@@ -670,6 +675,10 @@ class SharedStoreNodeManager:
         except OSError as error:
             raise HAError(f"{self._backend.description}: {error}") from error
 
+    def _raise_if_stopped(self) -> None:
+        if self._stopped.is_set():
+            raise HAError(f"node manager on {self._backend.description}: stopped")
+
     async def _pause(self) -> None:
         """Sleep ``state_poll_interval_ms``; HAError at once if the manager is stopped."""
         stopped = self._stopped
@@ -677,11 +686,11 @@ class SharedStoreNodeManager:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._state_poll_interval):
                     await stopped.wait()
-        if stopped.is_set():
-            raise HAError(f"node manager on {self._backend.description}: stopped")
+        self._raise_if_stopped()
 
     async def _wait_for_lock(self, name: LockName, timeout_ms: int) -> None:
         """Wait for a lock in a task that :meth:`stop` can cancel."""
+        self._raise_if_stopped()
         task = asyncio.ensure_future(self._backend.lock(name, _seconds(timeout_ms)))
         task.add_done_callback(_retrieve)
         self._waits.add(task)
@@ -769,6 +778,12 @@ class InMemorySharedStore:
             if file is None or len(file.content) < 19:
                 return None
             return str(uuid.UUID(bytes=bytes(file.content[3:19])))
+
+    def server_lock_mtime(self) -> int | None:
+        """server.lock's mtime on the logical clock (None: no server.lock)."""
+        with self._mutex:
+            file = self._files.get("server.lock")
+            return None if file is None else file.mtime
 
     def is_locked(self, name: LockName) -> bool:
         """Whether anybody holds the lock."""
