@@ -1130,3 +1130,10 @@ def test_xinclude_inside_core_warns_once(core_xml):
 def test_foreign_namespace_element_in_core_warns(core_xml):
     config = parse(core_xml('<x:thing xmlns:x="urn:other"/>'))
     assert "foreign namespace" in config.warnings[0]
+
+
+def test_shared_store_without_persistence_warns(core_xml):
+    config = parse(core_xml("<persistence-enabled>false</persistence-enabled>"
+                            "<ha-policy><shared-store><primary/></shared-store></ha-policy>"))
+    assert config.ha_policy.kind == "shared-store-primary"
+    assert "persistence disabled" in config.warnings[0]
