@@ -1271,7 +1271,8 @@ class _Parser:
         if self.ha_policy.is_shared_store and self.values.get("persistence_enabled") is False:
             ctx.warn("shared-store HA with persistence disabled: there is no journal to share "
                      "and the lock is kept in memory, so this broker gets no failover",
-                     self.ha_element or self.element_of.get("persistence-enabled"))
+                     self.ha_element if self.ha_element is not None
+                     else self.element_of.get("persistence-enabled"))
         journal = JournalConfig(**self.journal)
         values = dict(self.values)
         if values.get("global_max_size", -1) == -1:
