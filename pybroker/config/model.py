@@ -750,7 +750,14 @@ class Configuration:
                                resolve_path(instance, self.node_manager_lock_directory))
 
     def replace(self, **changes: Any) -> Configuration:
-        """A copy with ``changes`` applied (``dataclasses.replace``)."""
+        """A copy with ``changes`` applied (``dataclasses.replace``).
+
+        Relative directories resolve against the (new) instance directory. A node-manager lock
+        directory that was following the journal directory keeps following it.
+        """
+        if ("journal_directory" in changes and "node_manager_lock_directory" not in changes
+                and self.node_manager_lock_directory == self.journal_directory):
+            changes["node_manager_lock_directory"] = None
         return dataclasses.replace(self, **changes)
 
     def acceptor(self, name: str) -> AcceptorConfig | None:

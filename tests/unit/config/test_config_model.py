@@ -136,3 +136,12 @@ def test_security_setting():
     assert setting.roles_for("deleteTempQueue") == frozenset()
     assert setting.allows("createTempQueue", {"t"})
     assert not setting.allows("send", set())
+
+
+def test_replace_moves_a_following_lock_directory(tmp_path):
+    config = Configuration(instance_dir=tmp_path)
+    moved = config.replace(journal_directory="shared/journal")
+    assert moved.journal_directory == tmp_path / "shared" / "journal"
+    assert moved.node_manager_lock_directory == moved.journal_directory
+    pinned = Configuration(instance_dir=tmp_path, node_manager_lock_directory="/locks")
+    assert pinned.replace(journal_directory="j").node_manager_lock_directory == Path("/locks")
