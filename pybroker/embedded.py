@@ -172,7 +172,11 @@ class Broker:
                 element="security-enabled",
             )
         authenticator = Authenticator.from_etc(etc)
-        repository = SecurityRepository(configuration.security_settings, configuration.wildcard_addresses)
+        repository = SecurityRepository(
+            configuration.security_settings,
+            configuration.wildcard_addresses,
+            literal_match_markers=configuration.literal_match_markers,
+        )
         return SecurityStore(
             enabled=True,
             authenticator=authenticator,
@@ -194,7 +198,11 @@ class Broker:
             with contextlib.suppress(ImportError):
                 imported = __import__(module, fromlist=["CODEC"])
                 codecs[name] = imported.CODEC
-        repository = AddressSettingsRepository(configuration.address_settings, configuration.wildcard_addresses)
+        repository = AddressSettingsRepository(
+            configuration.address_settings,
+            configuration.wildcard_addresses,
+            literal_match_markers=configuration.literal_match_markers,
+        )
         server = BrokerServer(
             configuration,
             storage=self.build_storage(fence),

@@ -95,7 +95,9 @@ class BrokerServer:
             from .settings import AddressSettingsRepository
 
             repository = AddressSettingsRepository(
-                configuration.address_settings, configuration.wildcard_addresses
+                configuration.address_settings,
+                configuration.wildcard_addresses,
+                literal_match_markers=configuration.literal_match_markers,
             )
             address_settings = repository.match
         self.address_settings = address_settings
@@ -224,6 +226,9 @@ class BrokerServer:
 
     def _deploy_queue(self, queue_config: Any) -> None:
         post_office = self.post_office
+        with_defaults = getattr(queue_config, "with_defaults_from", None)
+        if with_defaults is not None:
+            queue_config = with_defaults(self.address_settings(queue_config.address))
         existing = post_office.find_queue(queue_config.name)
         if existing is not None:
             existing.configuration_managed = True

@@ -50,7 +50,8 @@ def lab_snippet(
 
     ``ports`` are (master port, slave port). The master's ``netty-connector`` is its own port
     and ``netty-backup-connector`` the slave's; the slave has them swapped. The master is
-    ``<master><failover-on-shutdown>true``; the slave ``<slave><allow-failback>true``.
+    ``<master><failover-on-shutdown>true``; the slave ``<slave>`` with ``allow-failback`` and
+    ``failover-on-shutdown`` true (so a stopped slave hands back to a restarted master).
     """
     if role not in ("master", "slave"):
         raise ValueError(f"role must be 'master' or 'slave', not {role!r}")
@@ -58,7 +59,10 @@ def lab_snippet(
     if role == "master":
         policy = "<master><failover-on-shutdown>true</failover-on-shutdown></master>"
     else:
-        policy = "<slave><allow-failback>true</allow-failback></slave>"
+        policy = (
+            "<slave><allow-failback>true</allow-failback>"
+            "<failover-on-shutdown>true</failover-on-shutdown></slave>"
+        )
     directories = "".join(
         f"      <{element}>{shared_store}/{path}</{element}>\n"
         for element, path in LAB_DIRECTORIES.items()

@@ -1,0 +1,155 @@
+"""Helpers shared by the test suite (on sys.path through pytest's ``pythonpath``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from proton import Message, symbol
+from proton.reactor import LinkOption
+from proton.utils import BlockingConnection
+
+
+class Capability(LinkOption):
+    """Put a capability (``queue``/``topic``) on the link's terminus, as qpid-jms does."""
+
+    def __init__(self, capability: str) -> None:
+        self.capability = capability
+
+    def apply(self, link: Any) -> None:
+        terminus = link.target if link.is_sender else link.source
+        terminus.capabilities.put_object(symbol(self.capability))
+
+
+def connect(port: int, *, user: str | None = None, password: str | None = None, timeout: float = 10,
+            container: str | None = None) -> BlockingConnection:
+    kwargs: dict[str, Any] = {"timeout": timeout}
+    if user is not None:
+        kwargs.update(user=user, password=password or "", allowed_mechs="PLAIN")
+    if container is not None:
+        kwargs["container"] = container  # ignored by older proton
+    return BlockingConnection(f"amqp://127.0.0.1:{port}", **kwargs)
+
+
+def send(port: int, address: str, bodies: list[Any], *, capability: str | None = "queue",
+         durable: bool = False, properties: dict[str, Any] | None = None, **connect_kwargs: Any) -> None:
+    connection = connect(port, **connect_kwargs)
+    try:
+        sender = connection.create_sender(address, options=Capability(capability) if capability else None)
+        for body in bodies:
+            sender.send(Message(body=body, durable=durable, properties=properties))
+    finally:
+        connection.close()
+
+
+def receive(port: int, address: str, count: int, *, capability: str | None = "queue", timeout: float = 10,
+            credit: int = 100, **connect_kwargs: Any) -> list[Any]:
+    connection = connect(port, **connect_kwargs)
+    try:
+        receiver = connection.create_receiver(
+            address, credit=credit, options=Capability(capability) if capability else None
+        )
+        bodies = []
+        for _ in range(count):
+            message = receiver.receive(timeout=timeout)
+            bodies.append(message.body)
+            receiver.accept()
+        return bodies
+    finally:
+        connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"broker process exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class BrokerProcess:
+    """A broker run as ``python -m pybroker ...`` in a subprocess, stopped by PID."""
+
+    def __init__(self, args: list[str], *, cwd: str | None = None, env: dict[str, str] | None = None,
+                 log_path: str | None = None) -> None:
+        self.args = args
+        self.cwd = cwd
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> BrokerProcess:
+        if self.log_path:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait/kill
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pybroker", *self.args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log or subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+
+    def wait(self, timeout: float = 20) -> int:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self._log is not None and self.process.poll() is not None:
+                self._log.close()
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                return self.wait(timeout)
+        return self.process.returncode
+
+    def output(self) -> str:
+        if self.log_path:
+            with open(self.log_path, "rb") as handle:
+                return handle.read().decode(errors="replace")
+        assert self.process is not None
+        if self.process.stdout is not None and self.process.poll() is not None:
+            return self.process.stdout.read().decode(errors="replace")
+        return ""
+
+
+@contextlib.contextmanager
+def broker_process(args: list[str], **kwargs: Any) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(args, **kwargs).start()
+    try:
+        yield process
+    finally:
+        process.stop()
