@@ -922,14 +922,20 @@ _ARRAY_FIXED = {
 
 
 def _raw_binary(v: Any) -> bytes:
+    if not isinstance(v, bytes | bytearray | memoryview):
+        raise TypeError(f"Array of binary holds {type(v).__name__}")
     return bytes(v)
 
 
 def _raw_string(v: Any) -> bytes:
+    if not isinstance(v, str):
+        raise TypeError(f"Array of string holds {type(v).__name__}")
     return v.encode()
 
 
 def _raw_symbol(v: Any) -> bytes:
+    if not isinstance(v, str):
+        raise TypeError(f"Array of symbol holds {type(v).__name__}")
     try:
         return v.encode("ascii")
     except UnicodeEncodeError:
@@ -996,7 +1002,10 @@ def _array_payloads(a: Array) -> bytes:
 
 
 def _e_array(a: Any) -> bytes:
-    body = _array_constructor(a) + _array_payloads(a)
+    try:
+        body = _array_constructor(a) + _array_payloads(a)
+    except (struct.error, AttributeError) as exc:
+        raise TypeError(f"Array of {a.element_type} holds a value of another type: {exc}") from None
     count = len(a.values)
     if count < 256 and len(body) < 255:
         return _pack_BBB(0xE0, len(body) + 1, count) + body
@@ -1365,11 +1374,13 @@ def _decode_header(data: bytes, o: int, start: int) -> tuple[Header, int]:
         durable = False
     elif durable is not True and durable is not False:
         raise AMQPDecodeError(f"header durable must be a boolean, not {durable!r}", start)
+    # Any integer type is accepted (some clients widen), but only in the range of the field's
+    # type, so that re-encoding the header for redelivery cannot fail.
     if priority is None:
         priority = 4
-    elif not _is_integer(priority):
+    elif not _is_integer(priority) or not 0 <= priority <= 255:
         raise AMQPDecodeError(f"header priority must be a ubyte, not {priority!r}", start)
-    if ttl is not None and not _is_integer(ttl):
+    if ttl is not None and (not _is_integer(ttl) or not 0 <= ttl <= 0xFFFFFFFF):
         raise AMQPDecodeError(f"header ttl must be a uint, not {ttl!r}", start)
     if first_acquirer is None:
         first_acquirer = False
@@ -1379,7 +1390,7 @@ def _decode_header(data: bytes, o: int, start: int) -> tuple[Header, int]:
         )
     if delivery_count is None:
         delivery_count = 0
-    elif not _is_integer(delivery_count):
+    elif not _is_integer(delivery_count) or not 0 <= delivery_count <= 0xFFFFFFFF:
         raise AMQPDecodeError(
             f"header delivery-count must be a uint, not {delivery_count!r}", start
         )
@@ -1719,14 +1730,24 @@ def with_message_annotations(
             if count & 1:
                 raise AMQPDecodeError("message-annotations map has an odd element count", vo)
             for _ in range(count >> 1):
+                if o >= end:
+                    raise AMQPDecodeError(
+                        f"message-annotations map claims {count} elements, holds fewer", vo
+                    )
                 entry_start = o
-                key, o = _DECODERS[data[o]](data, o + 1)
+                key, o = _decode_at(data, o)
                 o = _skip(data, o)
-                if key not in drop:
+                try:
+                    keep = key not in drop
+                except TypeError:  # an unhashable key (a list): never one being replaced
+                    keep = True
+                if keep:
                     kept.append(data[entry_start:o])
                     kept_count += 2
             if o != end:
-                raise AMQPDecodeError("message-annotations map size mismatch", vo)
+                raise AMQPDecodeError(
+                    f"message-annotations map size says it ends at {end}, its entries at {o}", vo
+                )
         except (IndexError, struct.error):
             raise AMQPDecodeError(
                 "message-annotations run past the end of the section", end
@@ -1768,9 +1789,9 @@ def _p_symbol(v: Any) -> bytes:
 
 def _p_message_id(v: Any) -> bytes:
     # message-id-ulong | message-id-uuid | message-id-binary | message-id-string (3.2.11-15).
-    if type(v) is int:
+    if isinstance(v, int) and not isinstance(v, bool):
         return _e_ulong(v)
-    if isinstance(v, ULong | uuid.UUID | bytes | bytearray | memoryview | str):
+    if isinstance(v, uuid.UUID | bytes | bytearray | memoryview | str):
         return _encode(v)
     raise TypeError(f"a message id is a ulong, UUID, bytes or str, not {type(v).__name__}")
 
