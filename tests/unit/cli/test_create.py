@@ -937,7 +937,7 @@ def test_lab_edits_on_created_instances(tmp_path: Path) -> None:
         61616, 61617, [("master/failover-on-shutdown", "true")]
     )
     assert lab_rows(core_of(slave)) == expected_lab_rows(
-        61617, 61616, [("slave/allow-failback", "true")]
+        61617, 61616, [("slave/allow-failback", "true"), ("slave/failover-on-shutdown", "true")]
     )
     # everything else is untouched
     others = [r for r in rows(core_of(master)) if r not in lab_rows(core_of(master))]
