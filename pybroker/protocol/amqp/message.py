@@ -101,33 +101,74 @@ def core_to_amqp(message: Message, delivery_count: int) -> bytes:
     return _convert_foreign(message, delivery_count)
 
 
+def to_portable(message: Message) -> Any:
+    """The neutral view of an AMQP message (see :mod:`pybroker.protocol.convert`)."""
+    from pybroker.protocol.convert import PortableMessage
+
+    parsed = parse_message(message.body)
+    kind = parsed.body_kind
+    text = False
+    if kind is None:
+        body = b""
+    else:
+        value = parsed.body_value()
+        if kind == "data":
+            body = bytes(value)
+        elif isinstance(value, str):
+            body, text = value.encode("utf-8"), True
+        elif isinstance(value, bytes | bytearray | memoryview):
+            body = bytes(value)
+        else:
+            body, text = str(value).encode("utf-8"), True
+    properties = parsed.properties
+    return PortableMessage(
+        body=body,
+        text=text,
+        content_type=properties.content_type,
+        properties={str(k): v for k, v in parsed.application_properties.items()},
+        message_id=properties.message_id,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        subject=properties.subject,
+        user_id=properties.user_id,
+        group_id=properties.group_id,
+    )
+
+
+_JMS_MSG_TYPE = Symbol("x-opt-jms-msg-type")
+_JMS_BYTES_MESSAGE = 3
+_JMS_TEXT_MESSAGE = 5
+
+
 def _convert_foreign(message: Message, delivery_count: int) -> bytes:
-    """A message from MQTT/STOMP/core as an AMQP message with a data body."""
+    """A message from MQTT/STOMP as an AMQP message: text as an amqp-value string (a JMS
+    TextMessage), bytes as a data section (a JMS BytesMessage)."""
+    from pybroker.protocol.convert import portable
+
+    view = portable(message)
     ttl = None
     if message.expiration:
-        remaining = message.expiration - int(time.time() * 1000)
-        ttl = max(1, remaining)
-    extra = message.extra or {}
+        ttl = max(1, message.expiration - int(time.time() * 1000))
     properties: dict[str, Any] = {"to": message.address}
-    for key in ("message_id", "correlation_id", "reply_to", "content_type", "subject", "user_id"):
-        value = extra.get(key)
+    for key in ("message_id", "correlation_id", "reply_to", "content_type", "subject", "user_id", "group_id"):
+        value = getattr(view, key)
         if value is not None:
             properties[key] = value
     if message.timestamp:
         properties["creation_time"] = message.timestamp
-    application_properties = {
-        str(k): v for k, v in message.properties.items() if _is_simple(v)
-    }
-    annotations = {}
-    if message.annotations:
-        annotations = {
-            Symbol(_ANNOTATION_NAMES.get(key, key)): value for key, value in message.annotations.items()
-        }
-    body_kind = extra.get("amqp_body_kind", "data")
-    body: Any = message.body
-    if body_kind == "amqp-value-string":
+    application_properties = {str(k): v for k, v in view.properties.items() if _is_simple(v)}
+    annotations: dict[Any, Any] = {}
+    for key in list(application_properties):
+        if key in _ANNOTATION_NAMES:
+            annotations[Symbol(_ANNOTATION_NAMES[key])] = application_properties.pop(key)
+    if view.text:
+        annotations[_JMS_MSG_TYPE] = _JMS_TEXT_MESSAGE
+        body: Any = view.body.decode("utf-8", errors="replace")
         body_kind = "amqp-value"
-        body = message.body.decode("utf-8", errors="replace")
+    else:
+        annotations[_JMS_MSG_TYPE] = _JMS_BYTES_MESSAGE
+        body = view.body
+        body_kind = "data"
     return build_message(
         body=body,
         body_kind=body_kind,
