@@ -38,6 +38,8 @@ class MessageCodec(Protocol):
     """What a protocol offers the core about the messages it produced."""
 
     protocol: str
+    #: True when the properties can be decoded again from the body (nothing extra to store)
+    properties_in_body: bool
 
     def decode_properties(self, message: Message) -> dict[str, Any]:
         """Return the application properties of ``message`` (called at most once per message)."""
@@ -50,6 +52,7 @@ class MessageCodec(Protocol):
 
 class _NoCodec:
     protocol = "core"
+    properties_in_body = False
 
     def decode_properties(self, message: Message) -> dict[str, Any]:
         return {}
@@ -179,7 +182,9 @@ class Message:
     def encode(self) -> bytes:
         """The journal/page form of this message (msgpack; properties are not stored separately
         for protocols whose body carries them)."""
-        store_props = self._properties if self.codec is NO_CODEC else None
+        # a codec whose protocol keeps the properties inside the body (AMQP) re-derives them;
+        # for every other message they are stored with it
+        store_props = None if getattr(self.codec, "properties_in_body", False) else self.properties
         return msgpack.packb(
             (
                 1,

@@ -243,7 +243,11 @@ class PrimaryOnlyActivation(Activation):
                     await nm.stop()
             self.state = ActivationState.STOPPED
             self._active.clear()
-        log.info("AMQ221002: pybroker Message Broker version %s [%s] stopped", _version(), self.broker.configuration.name)
+        log.info(
+            "AMQ221002: pybroker Message Broker version %s [%s] stopped",
+            _version(),
+            self.broker.configuration.name,
+        )
 
 
 class SharedStorePrimaryActivation(Activation):
@@ -263,7 +267,9 @@ class SharedStorePrimaryActivation(Activation):
         try:
             await nm.start_primary(self.timeout_ms)
         except LockTimeoutError:
-            log.error("AMQ224000: Failure in initialisation: timed out waiting for the primary lock")
+            log.error(
+                "AMQ224000: Failure in initialisation: timed out waiting for the primary lock"
+            )
             with contextlib.suppress(Exception):
                 await nm.stop()
             raise
@@ -331,7 +337,9 @@ class SharedStoreBackupActivation(Activation):
 
     async def start(self) -> None:
         await self._become_backup()
-        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="backup-activation")
+        self._loop_task = asyncio.get_running_loop().create_task(
+            self._run(), name="backup-activation"
+        )
 
     async def _become_backup(self) -> None:
         nm = self.node_manager
@@ -353,7 +361,9 @@ class SharedStoreBackupActivation(Activation):
             try:
                 await nm.await_primary(self.timeout_ms)
             except LockTimeoutError:
-                log.error("AMQ224000: Failure in initialisation: timed out waiting for the primary to fail")
+                log.error(
+                    "AMQ224000: Failure in initialisation: timed out waiting for the primary to fail"
+                )
                 self.broker.request_stop(exit_code=3)
                 return
             self.passive.clear()
@@ -417,7 +427,9 @@ class SharedStoreBackupActivation(Activation):
             return
         self._stopping = True
         nm = self.node_manager
-        was_active = self.state is ActivationState.ACTIVE or self.state is ActivationState.ACTIVATING
+        was_active = (
+            self.state is ActivationState.ACTIVE or self.state is ActivationState.ACTIVATING
+        )
         if failover is None:
             failover = self.broker.configuration.ha_policy.failover_on_shutdown
         task = self._loop_task
@@ -444,7 +456,11 @@ class SharedStoreBackupActivation(Activation):
                 await nm.stop()
             self.state = ActivationState.STOPPED
             self._active.clear()
-        log.info("AMQ221002: pybroker Backup Server version %s [%s] stopped", _version(), self.broker.configuration.name)
+        log.info(
+            "AMQ221002: pybroker Backup Server version %s [%s] stopped",
+            _version(),
+            self.broker.configuration.name,
+        )
 
 
 __all__ = [

@@ -400,8 +400,8 @@ class FileLock(ABC):
         """
         import asyncio
 
-        if self._try_first():
-            return
+        # No fast path on the event loop: even a non-blocking lock is an RPC on NFS. A free
+        # lock is granted at once by the waiting thread's blocking call.
         loop = asyncio.get_running_loop()
         signal: asyncio.Future[None] = loop.create_future()
 
@@ -941,13 +941,13 @@ class FileStoreBackend:
 
     @contextlib.contextmanager
     def _state_locked(self) -> Iterator[int]:
-        lock = self._state_lock
-        if lock is None:
-            raise HAError(f"{self.server_lock_path}: the node manager is not started")
         timeout = self._state_lock_timeout
         if not self._state_mutex.acquire(timeout=-1 if timeout is None else timeout):
             raise LockTimeoutError(f"{self.server_lock_path}: state lock busy in this process")
         try:
+            lock = self._state_lock
+            if lock is None:
+                raise HAError(f"{self.server_lock_path}: the node manager is not started")
             if not lock.try_acquire():
                 lock.acquire(timeout)
             try:
@@ -957,12 +957,22 @@ class FileStoreBackend:
         finally:
             self._state_mutex.release()
 
+    #: Seconds close() waits for a state read or write in flight (a hung NFS call).
+    close_wait: ClassVar[float] = 5.0
+
     def close(self) -> None:
-        for lock in (*self._locks.values(), self._state_lock):
-            if lock is not None:
-                lock.close()
-        self._locks = {}
-        self._state_lock = None
+        # Let a state read/write in flight finish first, so it never reaches a descriptor
+        # number that close() freed and an unrelated open() reused.
+        got_mutex = self._state_mutex.acquire(timeout=self.close_wait)
+        try:
+            for lock in (*self._locks.values(), self._state_lock):
+                if lock is not None:
+                    lock.close()
+            self._locks = {}
+            self._state_lock = None
+        finally:
+            if got_mutex:
+                self._state_mutex.release()
 
     def read_state(self) -> int | None:
         with self._state_locked() as fd:

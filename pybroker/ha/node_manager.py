@@ -388,13 +388,13 @@ class SharedStoreNodeManager:
         try:
             await self._state_io(self._backend.write_state, ord("P"))
         finally:  # even if the write failed: never keep a lock nobody uses (Artemis #5)
-            self._backend.unlock(LockName.PRIMARY)
+            await self._unlock(LockName.PRIMARY)
 
     async def crash_primary(self) -> None:
         """Stop with failover: stop the monitor and release serverlock.1, writing nothing."""
         self._transition("crash_primary")
         await self._stop_monitor()
-        self._backend.unlock(LockName.PRIMARY)
+        await self._unlock(LockName.PRIMARY)
 
     # -- backup ----------------------------------------------------------------------------
 
@@ -414,7 +414,7 @@ class SharedStoreNodeManager:
         except BaseException:
             if self._phase is _Phase.BACKUP:
                 self._transition("release_backup")
-                self._backend.unlock(LockName.BACKUP)
+                await self._unlock(LockName.BACKUP)
             raise
 
     async def await_primary(self, timeout_ms: int = -1) -> None:
@@ -452,9 +452,9 @@ class SharedStoreNodeManager:
                     logger.debug("acquired primary node lock state = 'L'; touched server.lock")
                     return
             except BaseException:
-                self._backend.unlock(LockName.PRIMARY)
+                self._backend.unlock(LockName.PRIMARY)  # may be cancelled: no await here
                 raise
-            self._backend.unlock(LockName.PRIMARY)
+            await self._unlock(LockName.PRIMARY)
             if state is NodeState.PAUSED:
                 logger.debug("awaiting primary node restarting")
             elif state is NodeState.FAILING_BACK:
@@ -464,7 +464,7 @@ class SharedStoreNodeManager:
     async def release_backup(self) -> None:
         """Release ``serverlock.2`` so the next backup can queue (no-op if not held)."""
         self._transition("release_backup")
-        self._backend.unlock(LockName.BACKUP)
+        await self._unlock(LockName.BACKUP)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -674,6 +674,10 @@ class SharedStoreNodeManager:
             return await self._io(function, *args)
         except OSError as error:
             raise HAError(f"{self._backend.description}: {error}") from error
+
+    async def _unlock(self, name: LockName) -> None:
+        """Release a lock off the event loop (on NFS an unlock is a round trip)."""
+        await self._io(self._backend.unlock, name)
 
     def _raise_if_stopped(self) -> None:
         if self._stopped.is_set():

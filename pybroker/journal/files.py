@@ -243,58 +243,59 @@ class MemoryStatistics:
 class MemoryFile:
     """A handle on an in-memory inode (see :class:`JournalFile`)."""
 
-    def __init__(self, factory: MemoryFileFactory, path: Path, inode: _Inode, generation: int):
+    def __init__(self, factory: MemoryFileFactory, path: Path, inode: _Inode) -> None:
         self.path = path
         self._factory = factory
+        self._disk = factory._disk
         self._inode = inode
-        self._generation = generation
         self._closed = False
 
     def _check(self) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: file is closed")
-        if self._generation != self._factory._generation:
-            raise OSError(errno.EIO, f"{self.path}: handle from before a crash")
+        self._factory._check_alive(self.path)
 
     def pread(self, size: int, offset: int) -> bytes:
-        with self._factory._lock:
+        with self._disk.lock:
             self._check()
             return bytes(self._inode.data[offset:offset + size])
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
-        with self._factory._lock:
+        disk = self._disk
+        with disk.lock:
             self._check()
-            self._factory._operation("write", self.path)
+            disk.operation("write", self.path)
             payload = bytes(data)
-            self._factory._apply_write(self._inode.data, offset, payload)
-            self._factory._pending.append(_Pending("write", self._inode, offset, payload))
-            self._factory.statistics.writes += 1
+            _apply_write(self._inode.data, offset, payload)
+            disk.pending.append(_Pending("write", self._inode, offset, payload))
+            disk.statistics.writes += 1
 
     def datasync(self) -> None:
-        with self._factory._lock:
+        with self._disk.lock:
             self._check()
-            self._factory._operation("datasync", self.path)
-            self._factory._sync_inode(self._inode)
+            self._disk.operation("datasync", self.path)
+            self._disk.sync_inode(self._inode)
 
     def fullsync(self) -> None:
-        with self._factory._lock:
+        with self._disk.lock:
             self._check()
-            self._factory._operation("fullsync", self.path)
-            self._factory._sync_inode(self._inode)
+            self._disk.operation("fullsync", self.path)
+            self._disk.sync_inode(self._inode)
 
     def allocate(self, size: int) -> None:
-        with self._factory._lock:
+        disk = self._disk
+        with disk.lock:
             self._check()
             current = len(self._inode.data)
             if size <= current:
                 return
-            self._factory._operation("allocate", self.path)
+            disk.operation("allocate", self.path)
             zeros = bytes(size - current)
-            self._factory._apply_write(self._inode.data, current, zeros)
-            self._factory._pending.append(_Pending("write", self._inode, current, zeros))
+            _apply_write(self._inode.data, current, zeros)
+            disk.pending.append(_Pending("write", self._inode, current, zeros))
 
     def size(self) -> int:
-        with self._factory._lock:
+        with self._disk.lock:
             self._check()
             return len(self._inode.data)
 
@@ -305,42 +306,31 @@ class MemoryFile:
         return f"MemoryFile({str(self.path)!r})"
 
 
-class MemoryFileFactory:
-    """An in-memory file system with a page cache that can crash (see the module docstring).
+def _apply_write(target: bytearray, offset: int, data: bytes) -> None:
+    if offset > len(target):
+        target.extend(bytes(offset - len(target)))
+    target[offset:offset + len(data)] = data
 
-    ``sector_size``: a write that fits inside one aligned sector is atomic when torn (all or
-    nothing), as on real disks; larger writes tear at any byte.
-    """
 
-    def __init__(self, *, sector_size: int = 512) -> None:
-        self._lock = threading.RLock()
-        self._sector_size = sector_size
-        self._names: dict[str, dict[str, _Inode]] = {}  # directory -> name -> inode (current)
-        self._durable_names: dict[str, dict[str, _Inode]] = {}
-        self._pending: list[_Pending] = []
-        self._inode_numbers = 0
-        self._generation = 0
-        self._fault: _Fault | None = None
+class _Disk:
+    """The state behind the memory factories of one simulated machine (survives crashes)."""
+
+    def __init__(self, sector_size: int) -> None:
+        self.lock = threading.RLock()
+        self.sector_size = sector_size
+        self.names: dict[str, dict[str, _Inode]] = {}  # directory -> name -> inode (current)
+        self.durable_names: dict[str, dict[str, _Inode]] = {}
+        self.pending: list[_Pending] = []
+        self.inode_numbers = 0
+        self.generation = 0
+        self.fault: _Fault | None = None
         self.statistics = MemoryStatistics()
 
-    # -- helpers
-
-    @staticmethod
-    def _split(path: Path) -> tuple[str, str]:
-        path = Path(path)
-        return str(path.parent), path.name
-
-    @staticmethod
-    def _apply_write(target: bytearray, offset: int, data: bytes) -> None:
-        if offset > len(target):
-            target.extend(bytes(offset - len(target)))
-        target[offset:offset + len(data)] = data
-
-    def _operation(self, kind: str, path: Path | str) -> None:
+    def operation(self, kind: str, path: Path | str) -> None:
         statistics = self.statistics
         statistics.operations += 1
         statistics.by_kind[kind] = statistics.by_kind.get(kind, 0) + 1
-        fault = self._fault
+        fault = self.fault
         if fault is None:
             return
         if fault.kinds is not None and kind not in fault.kinds:
@@ -357,35 +347,58 @@ class MemoryFileFactory:
         statistics.faults += 1
         raise OSError(errno.EIO, f"injected fault ({kind} {path})")
 
-    def _sync_inode(self, inode: _Inode) -> None:
+    def sync_inode(self, inode: _Inode) -> None:
         self.statistics.syncs += 1
         keep = []
-        for pending in self._pending:
+        for pending in self.pending:
             if pending.kind == "write" and pending.inode is inode:
-                self._apply_write(inode.durable, pending.offset, pending.data)
+                _apply_write(inode.durable, pending.offset, pending.data)
             else:
                 keep.append(pending)
-        self._pending = keep
+        self.pending = keep
 
-    def _apply_name_change(self, pending: _Pending) -> None:
-        names = self._durable_names.setdefault(pending.directory, {})
+    def apply_name_change(self, pending: _Pending) -> None:
+        names = self.durable_names.setdefault(pending.directory, {})
         if pending.kind == "link":
             assert pending.inode is not None
             names[pending.name] = pending.inode
         elif pending.kind == "unlink":
             names.pop(pending.name, None)
         elif pending.kind == "rename":
-            inode = names.pop(pending.name, None)
-            if inode is not None:
-                names[pending.target] = inode
-            else:
-                # the source was never durable under this name: the rename makes the target
-                # name the durable name of whatever inode the name now refers to
-                assert pending.inode is not None
-                names[pending.target] = pending.inode
+            names.pop(pending.name, None)
+            assert pending.inode is not None
+            names[pending.target] = pending.inode
+
+
+class MemoryFileFactory:
+    """An in-memory file system with a page cache that can crash (see the module docstring).
+
+    ``sector_size``: a write that fits inside one aligned sector is atomic when torn (all or
+    nothing), as on real disks; larger writes tear at any byte. :meth:`crash` returns the
+    factory to use after the "reboot"; this one (and every handle from it) is dead from then
+    on, so threads of a crashed journal can never touch the rebooted file system.
+    """
+
+    def __init__(self, *, sector_size: int = 512, _disk: _Disk | None = None) -> None:
+        self._disk = _disk if _disk is not None else _Disk(sector_size)
+        self._generation = self._disk.generation
+
+    @property
+    def statistics(self) -> MemoryStatistics:
+        """Operation counters (shared by the factories of one simulated machine)."""
+        return self._disk.statistics
+
+    def _check_alive(self, path: Path | str) -> None:
+        if self._generation != self._disk.generation:
+            raise OSError(errno.EIO, f"{path}: the machine crashed (stale file factory)")
+
+    @staticmethod
+    def _split(path: Path) -> tuple[str, str]:
+        path = Path(path)
+        return str(path.parent), path.name
 
     def _directory(self, directory: str) -> dict[str, _Inode]:
-        names = self._names.get(directory)
+        names = self._disk.names.get(directory)
         if names is None:
             raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
         return names
@@ -393,41 +406,50 @@ class MemoryFileFactory:
     # -- FileFactory
 
     def list_directory(self, directory: Path) -> list[str]:
-        with self._lock:
+        with self._disk.lock:
+            self._check_alive(directory)
             return sorted(self._directory(str(directory)))
 
     def make_directory(self, directory: Path) -> None:
-        with self._lock:
+        disk = self._disk
+        with disk.lock:
+            self._check_alive(directory)
             path = Path(directory)
             for part in [*reversed(path.parents), path]:
-                self._names.setdefault(str(part), {})
-                self._durable_names.setdefault(str(part), {})
+                disk.names.setdefault(str(part), {})
+                disk.durable_names.setdefault(str(part), {})
 
     def exists(self, path: Path) -> bool:
-        with self._lock:
+        with self._disk.lock:
+            self._check_alive(path)
             directory, name = self._split(path)
-            return str(Path(path)) in self._names or name in self._names.get(directory, {})
+            return str(Path(path)) in self._disk.names or name in self._disk.names.get(
+                directory, {})
 
     def open(self, path: Path, *, create: bool = False) -> MemoryFile:
-        with self._lock:
+        disk = self._disk
+        with disk.lock:
+            self._check_alive(path)
             directory, name = self._split(path)
             names = self._directory(directory)
             if create:
                 if name in names:
                     raise FileExistsError(errno.EEXIST, "file exists", str(path))
-                self._operation("create", path)
-                self._inode_numbers += 1
-                inode = _Inode(self._inode_numbers)
+                disk.operation("create", path)
+                disk.inode_numbers += 1
+                inode = _Inode(disk.inode_numbers)
                 names[name] = inode
-                self._pending.append(_Pending("link", inode, directory=directory, name=name))
+                disk.pending.append(_Pending("link", inode, directory=directory, name=name))
             else:
                 inode = names.get(name)
                 if inode is None:
                     raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
-            return MemoryFile(self, Path(path), inode, self._generation)
+            return MemoryFile(self, Path(path), inode)
 
     def rename(self, source: Path, target: Path) -> None:
-        with self._lock:
+        disk = self._disk
+        with disk.lock:
+            self._check_alive(source)
             directory, name = self._split(source)
             target_directory, target_name = self._split(target)
             if directory != target_directory:
@@ -436,35 +458,39 @@ class MemoryFileFactory:
             inode = names.get(name)
             if inode is None:
                 raise FileNotFoundError(errno.ENOENT, "no such file", str(source))
-            self._operation("rename", source)
+            disk.operation("rename", source)
             del names[name]
             names[target_name] = inode
-            self._pending.append(_Pending("rename", inode, directory=directory, name=name,
-                                          target=target_name))
+            disk.pending.append(_Pending("rename", inode, directory=directory, name=name,
+                                         target=target_name))
 
     def remove(self, path: Path) -> None:
-        with self._lock:
+        disk = self._disk
+        with disk.lock:
+            self._check_alive(path)
             directory, name = self._split(path)
             names = self._directory(directory)
             if name not in names:
                 raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
-            self._operation("remove", path)
+            disk.operation("remove", path)
             del names[name]
-            self._pending.append(_Pending("unlink", directory=directory, name=name))
+            disk.pending.append(_Pending("unlink", directory=directory, name=name))
 
     def sync_directory(self, directory: Path) -> None:
-        with self._lock:
+        disk = self._disk
+        with disk.lock:
+            self._check_alive(directory)
             key = str(Path(directory))
             self._directory(key)
-            self._operation("sync_directory", directory)
-            self.statistics.syncs += 1
+            disk.operation("sync_directory", directory)
+            disk.statistics.syncs += 1
             keep = []
-            for pending in self._pending:
+            for pending in disk.pending:
                 if pending.kind != "write" and pending.directory == key:
-                    self._apply_name_change(pending)
+                    disk.apply_name_change(pending)
                 else:
                     keep.append(pending)
-            self._pending = keep
+            disk.pending = keep
 
     # -- test controls
 
@@ -477,80 +503,77 @@ class MemoryFileFactory:
         ``permanent`` every later matching operation fails too (a device that went away).
         The failing operation has no effect. Reads never fail.
         """
-        with self._lock:
-            self._fault = _Fault(after, frozenset(kinds) if kinds is not None else None,
-                                 permanent)
+        with self._disk.lock:
+            self._disk.fault = _Fault(after, frozenset(kinds) if kinds is not None else None,
+                                      permanent)
 
     def clear_fault(self) -> None:
         """Remove any injected fault."""
-        with self._lock:
-            self._fault = None
+        with self._disk.lock:
+            self._disk.fault = None
 
     @property
     def fault_fired(self) -> bool:
         """Whether the injected fault has triggered."""
-        with self._lock:
-            return self._fault is not None and self._fault.fired
+        with self._disk.lock:
+            return self._disk.fault is not None and self._disk.fault.fired
 
     @property
     def pending_operations(self) -> int:
         """Mutations issued but not yet durable."""
-        with self._lock:
-            return len(self._pending)
+        with self._disk.lock:
+            return len(self._disk.pending)
 
-    def pending_write_sizes(self) -> list[int]:
-        """Sizes of the pending operations in order (0 for name changes), for torn crashes."""
-        with self._lock:
-            return [len(pending.data) if pending.kind == "write" else 0
-                    for pending in self._pending]
-
-    def crash(self, *, keep: int = 0, torn_bytes: int | None = None) -> None:
-        """Simulate a power loss.
+    def crash(self, *, keep: int = 0, torn_bytes: int | None = None) -> MemoryFileFactory:
+        """Simulate a power loss; return the factory of the rebooted machine.
 
         The first ``keep`` pending operations survive (in issue order), then, when
         ``torn_bytes`` is given and the next pending operation is a write, its first
         ``torn_bytes`` bytes survive too (a write inside one sector survives whole or not at
-        all); everything else pending is lost. Open handles become unusable; faults are cleared.
+        all); everything else pending is lost. This factory and its handles stop working;
+        faults are cleared.
         """
-        with self._lock:
-            survivors = self._pending[:keep]
+        disk = self._disk
+        with disk.lock:
+            survivors = disk.pending[:keep]
             for pending in survivors:
                 if pending.kind == "write":
                     assert pending.inode is not None
-                    self._apply_write(pending.inode.durable, pending.offset, pending.data)
+                    _apply_write(pending.inode.durable, pending.offset, pending.data)
                 else:
-                    self._apply_name_change(pending)
-            if torn_bytes is not None and keep < len(self._pending):
-                torn = self._pending[keep]
+                    disk.apply_name_change(pending)
+            if torn_bytes is not None and keep < len(disk.pending):
+                torn = disk.pending[keep]
                 if torn.kind == "write" and torn_bytes > 0:
                     assert torn.inode is not None
                     count = min(torn_bytes, len(torn.data))
-                    sector = self._sector_size
+                    sector = disk.sector_size
                     if torn.offset // sector == (torn.offset + len(torn.data) - 1) // sector:
                         count = len(torn.data) if count == len(torn.data) else 0
                     if count:
-                        self._apply_write(torn.inode.durable, torn.offset, torn.data[:count])
-            self._pending = []
-            self._names = {}
-            for directory, names in self._durable_names.items():
-                self._names[directory] = dict(names)
+                        _apply_write(torn.inode.durable, torn.offset, torn.data[:count])
+            disk.pending = []
+            disk.names = {}
+            for directory, names in disk.durable_names.items():
+                disk.names[directory] = dict(names)
                 for inode in names.values():
                     inode.data = bytearray(inode.durable)
-            self._generation += 1
-            self._fault = None
+            disk.generation += 1
+            disk.fault = None
+            return MemoryFileFactory(_disk=disk)
 
     # -- direct access for tests (no fault counting, immediately durable)
 
     def read_file(self, path: Path) -> bytes:
         """The current (page cache) content of ``path``."""
-        with self._lock:
+        with self._disk.lock:
             directory, name = self._split(path)
             return bytes(self._directory(directory)[name].data)
 
     def write_file_durably(self, path: Path, offset: int, data: bytes) -> None:
         """Overwrite bytes of an existing file, durably, bypassing faults (damage tests)."""
-        with self._lock:
+        with self._disk.lock:
             directory, name = self._split(path)
             inode = self._directory(directory)[name]
-            self._apply_write(inode.data, offset, data)
-            self._apply_write(inode.durable, offset, data)
+            _apply_write(inode.data, offset, data)
+            _apply_write(inode.durable, offset, data)

@@ -600,6 +600,7 @@ class _Compaction:
 
 
 _OPENED, _LOADED, _CLOSING, _CLOSED = "opened", "loaded", "closing", "closed"
+_BODY_TYPES: Final = frozenset({bytes, bytearray, memoryview})
 
 
 def _check_id(what: str, value: object) -> None:
@@ -635,6 +636,7 @@ class Journal:
         self._sync_tx = options.datasync and options.sync_transactional
         self._pack = msgpack.Packer(autoreset=True, use_bin_type=True).pack
         self._pack_header = framing.pack_frame_header
+        self._new_future = functools.partial(asyncio.Future, loop=loop)
 
         # loop-thread state: where the next record goes
         self._tracker = _Tracker()
@@ -790,13 +792,20 @@ class Journal:
         if self._state is not _LOADED or self._failure is not None:
             self._check_usable()
         tracker = self._tracker
-        if record_id in tracker.live or record_id in tracker.pending_adds:
+        live = tracker.live
+        if record_id in live or record_id in tracker.pending_adds:
             raise JournalError(f"journal {self._directory}: record {record_id} already exists")
-        _check_id("record id", record_id)
-        self._check_body(user_type, body)
+        if type(record_id) is not int or not 0 <= record_id <= MAX_ID:
+            _check_id("record id", record_id)
+        if (type(user_type) is not int or not 0 <= user_type <= 255
+                or type(body) not in _BODY_TYPES):
+            self._check_body(user_type, body)
         future, file_id, size = self._write(
             [ADD, 0, self._epoch, record_id, user_type, body], sync and self._sync_non_tx)
-        tracker.add(record_id, file_id, size)
+        live[record_id] = [file_id, size]
+        file_live = tracker.file_live
+        file_live[file_id] = file_live.get(file_id, 0) + 1
+        tracker.live_bytes += size
         if self._compaction is not None:
             self._compaction.oplog.append(("add", (record_id, file_id, size)))
         return future
@@ -807,12 +816,19 @@ class Journal:
         if self._state is not _LOADED or self._failure is not None:
             self._check_usable()
         tracker = self._tracker
-        if record_id not in tracker.live:
+        entry = tracker.live.get(record_id)
+        if entry is None:
             raise self._unknown("update", record_id)
-        self._check_body(user_type, body)
+        if (type(user_type) is not int or not 0 <= user_type <= 255
+                or type(body) not in _BODY_TYPES):
+            self._check_body(user_type, body)
         future, file_id, size = self._write(
             [UPDATE, 0, self._epoch, record_id, user_type, body], sync and self._sync_non_tx)
-        tracker.update(record_id, file_id, size)
+        entry.append(file_id)
+        entry.append(size)
+        file_live = tracker.file_live
+        file_live[file_id] = file_live.get(file_id, 0) + 1
+        tracker.live_bytes += size
         if self._compaction is not None:
             self._compaction.oplog.append(("update", (record_id, file_id, size)))
         return future
@@ -981,33 +997,46 @@ class Journal:
         return batch
 
     def _write(self, fields: list, durable: bool) -> tuple[asyncio.Future[None], int, int]:
-        """Frame ``fields`` (item 1 becomes the file id) into the newest batch."""
+        """Frame ``fields`` (item 1 becomes the file id) into the newest batch.
+
+        The hot path of every append: framing happens here on the loop thread, and the lock
+        is held only to append bytes and the future to the batch.
+        """
         file_id = self._current_id
         provisional = fields[1] = file_id if file_id is not None else self._next_id
         body = self._pack(fields)
-        size = len(body) + FRAME_HEADER_SIZE
-        if file_id is None or self._offset + size > self._file_size:
+        length = len(body)
+        size = length + FRAME_HEADER_SIZE
+        offset = self._offset
+        if file_id is None or offset + size > self._file_size:
             if size > self._max_record:
                 raise JournalError(
                     f"journal {self._directory}: a record of {size} bytes does not fit in a "
                     f"journal file of {self._file_size} bytes")
             file_id = self._roll()
+            offset = self._offset
             if file_id != provisional:
                 fields[1] = file_id
                 body = self._pack(fields)
-                size = len(body) + FRAME_HEADER_SIZE
-        offset = self._offset
-        frame = self._pack_header(len(body), crc32c(body)) + body
-        future = self._loop.create_future()
+                length = len(body)
+                size = length + FRAME_HEADER_SIZE
+        header = self._pack_header(length, crc32c(body))
+        future = self._new_future()
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            batch = self._tail_batch()
+            batches = self._batches
+            batch = batches[-1] if batches else None
+            if batch is None or batch.size >= self._buffer_size or batch.stop:
+                batch = _Batch()
+                batches.append(batch)
             chunk = batch.tail
             if chunk is None or chunk[0] != file_id:
                 chunk = batch.tail = [file_id, offset, bytearray()]
                 batch.chunks.append(chunk)
-            chunk[2] += frame
+            data = chunk[2]
+            data += header
+            data += body
             batch.size += size
             batch.records += 1
             if durable:

@@ -30,8 +30,9 @@ one exception type for bad input.
 
 Representation: see :mod:`pybroker.protocol.amqp.types`. Decoding gives plain ``int`` for
 ``long``, ``float`` for ``double``, ``str`` for ``string``, ``bytes`` for ``binary``, ``bool``,
-``None``, ``list``, ``dict`` and ``uuid.UUID``; wrappers for everything else. Encoding always
-chooses the smallest encoding (uint0/smalluint, str8 before str32, list0/list8 before list32).
+``None``, ``list``, ``dict`` and ``uuid.UUID``; wrappers for everything else. Encoding chooses
+the smallest encoding (uint0/smalluint, str8 before str32, list0/list8 before list32); inside an
+array, where one constructor serves every element, fixed-width types use their full-width code.
 """
 
 from __future__ import annotations
@@ -89,7 +90,6 @@ _unpack_Q = struct.Struct(">Q").unpack_from
 _unpack_q = struct.Struct(">q").unpack_from
 _unpack_f = struct.Struct(">f").unpack_from
 _unpack_d = struct.Struct(">d").unpack_from
-_unpack_BB = struct.Struct(">BB").unpack_from
 _unpack_II = struct.Struct(">II").unpack_from
 
 _UINT0 = UInt(0)
@@ -663,7 +663,6 @@ _pack_f = struct.Struct(">f").pack
 _pack_d = struct.Struct(">d").pack
 _pack_BB = struct.Struct(">BB").pack
 _pack_II = struct.Struct(">II").pack
-_pack_BI = struct.Struct(">BI").pack
 _pack_BII = struct.Struct(">BII").pack
 _pack_BBB = struct.Struct(">BBB").pack
 
@@ -1100,7 +1099,6 @@ SECTION_NAMES = {
 _BODY_KIND = {DATA: "data", AMQP_SEQUENCE: "amqp-sequence", AMQP_VALUE: "amqp-value"}
 
 _LIST_CODES = frozenset((0x45, 0xC0, 0xD0))
-_MAP_CODES = frozenset((0xC1, 0xD1))
 _BINARY_CODES = frozenset((0xA0, 0xB0))
 
 #: Field names of the properties section, in wire order.

@@ -42,6 +42,7 @@ class AMQPMessageCodec:
     """The core's view of AMQP-encoded messages (see :class:`pybroker.broker.message.MessageCodec`)."""
 
     protocol = PROTOCOL
+    properties_in_body = True
 
     def decode_properties(self, message: Message) -> dict[str, Any]:
         try:
