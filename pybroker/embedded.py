@@ -38,16 +38,6 @@ from pybroker.transport.connection import ConnectionContext, ProtocolHandler
 log = logging.getLogger("pybroker.server")
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("pybroker")
-    except Exception:  # noqa: BLE001
-        return "0"
-
-
-VERSION = _version()
 
 
 class Broker:

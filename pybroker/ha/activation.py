@@ -202,7 +202,7 @@ class Activation:
 
 
 def _version() -> str:
-    from pybroker.embedded import VERSION
+    from pybroker.version import VERSION
 
     return VERSION
 

@@ -93,6 +93,7 @@ from pybroker.broker.server import BrokerServer, NotActiveError
 from pybroker.broker.session import ServerSession
 from pybroker.config.model import RoutingType
 from pybroker.errors import AddressFullError, ProtocolError, PyBrokerError, SecurityError
+from pybroker.version import VERSION
 
 from .engine import ProtonEngine
 from .message import amqp_to_core, core_to_amqp
@@ -116,16 +117,6 @@ CONNECTION_ID_PROPERTY = "__AMQ_CID"
 PRODUCT = "pybroker"
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("pybroker")
-    except Exception:  # noqa: BLE001 - running from a source tree
-        return "0"
-
-
-VERSION = _version()
 
 
 def _symbols(data: Data | None) -> set[str]:
