@@ -65,6 +65,7 @@ from pybroker.protocol.mqtt.packets import (
     Publish,
     PubRec,
     PubRel,
+    RetainHandling,
     SubAck,
     Subscribe,
     Subscription,
@@ -131,7 +132,7 @@ _SESSION_SERVER = _SERVER_PACKETS - {_T.CONNACK, _T.DISCONNECT}
 
 # (state, sender, packet type) -> next state. A client may send before it sees the CONNACK
 # (MQTT 5 §3.1.4); the server sends nothing but AUTH before its CONNACK, and no DISCONNECT before
-# it (§3.14). A CONNACK refusing the connection leads to CLOSED instead (see _after_connack).
+# it (§3.14). A CONNACK refusing the connection leads to CLOSED instead (_after_connect_exchange).
 _TRANSITIONS: dict[tuple[ConnectionState, str, PacketType], ConnectionState] = {
     (_S.AWAIT_CONNECT, _CLIENT, _T.CONNECT): _S.AWAIT_CONNACK,
     **{(_S.AWAIT_CONNACK, _CLIENT, packet): _S.AWAIT_CONNACK for packet in _SESSION_CLIENT},
@@ -166,7 +167,7 @@ _FIXED_FLAGS: tuple[int | None, ...] = (
 )
 _PACKET_TYPES: tuple[PacketType | None, ...] = (None, *PacketType)
 # Plain ints for the hot path (IntEnum attribute lookups cost more than the comparison).
-_CONNECT, _CONNACK, _PUBLISH, _DISCONNECT, _AUTH = 1, 2, 3, 14, 15
+_CONNECT, _CONNACK, _DISCONNECT, _AUTH = 1, 2, 14, 15
 _FAILED = ConnectionState.FAILED
 
 _MALFORMED = ReasonCode.MALFORMED_PACKET
@@ -176,7 +177,6 @@ _PACK_BBH = struct.Struct(">BBH").pack
 _PACK_BBBH = struct.Struct(">BBBH").pack
 _ONE_BYTE = tuple(bytes((value,)) for value in range(256))
 _ACK_CLASSES = {_T.PUBACK: PubAck, _T.PUBREC: PubRec, _T.PUBREL: PubRel, _T.PUBCOMP: PubComp}
-_PUBLISH_RESPONSES = (PubAck, PubRec, PubRel, PubComp)
 # Packets whose Reason String / User Properties may be dropped to respect the peer's limits.
 _TRIMMABLE = frozenset(
     {_T.CONNACK, _T.PUBACK, _T.PUBREC, _T.PUBREL, _T.PUBCOMP, _T.SUBACK, _T.UNSUBACK,
@@ -1204,6 +1204,7 @@ class MQTTCodec:
 
 
 __all__ = [
+    "EMPTY_PROPERTIES",
     "NEED_DATA",
     "Auth",
     "ConnAck",
@@ -1226,6 +1227,8 @@ __all__ = [
     "PubRel",
     "Publish",
     "ReasonCode",
+    "RetainHandling",
+    "Role",
     "SubAck",
     "Subscribe",
     "Subscription",
@@ -1233,4 +1236,6 @@ __all__ = [
     "Unsubscribe",
     "UnsupportedProtocolVersionError",
     "Will",
+    "v3_connect_return_code",
+    "v5_connack_reason_code",
 ]
