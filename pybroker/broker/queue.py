@@ -296,6 +296,8 @@ class Queue:
         if filter is not None:
             self._filtered_consumers += 1
         self.context.queue_consumers_changed(self)
+        if self._queued:
+            self.deliver()
         return consumer
 
     def remove_consumer(self, consumer: ServerConsumer, *, failed: bool = True) -> None:
