@@ -289,3 +289,23 @@ def test_constructor_arguments() -> None:
     with pytest.raises(ValueError):
         MQTTCodec("server", maximum_packet_size=1)
     assert repr(NEED_DATA) == "NEED_DATA"
+
+
+def test_codec_modules_are_sans_io() -> None:
+    """DESIGN §5 rule 1: no asyncio, socket or os in the codec modules."""
+    import ast
+    from pathlib import Path
+
+    import pybroker.protocol.mqtt.codec as codec_module
+
+    package = Path(codec_module.__file__).parent
+    for name in ("base", "wire", "properties", "packets", "codec", "topics"):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not roots & {"asyncio", "socket", "os", "selectors"}, (name, roots)
