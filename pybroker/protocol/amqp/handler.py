@@ -408,6 +408,7 @@ class SenderLink:
 
     __slots__ = (
         "_tag",
+        "browse_only",
         "closed",
         "consumer",
         "durable_subscription",
@@ -417,6 +418,7 @@ class SenderLink:
         "presettled",
         "ptr",
         "queue_name",
+        "ready",
         "session",
         "source_address",
         "temporary_queue",
@@ -438,6 +440,9 @@ class SenderLink:
         self.temporary_queue: str | None = None
         self.durable_subscription = False
         self.multicast = False
+        self.browse_only = False
+        # no transfer may go out before our attach: deliver() refuses until open() finished
+        self.ready = False
 
     def open(self) -> None:
         link = self.link
@@ -543,17 +548,19 @@ class SenderLink:
         else:
             link.source.filter.clear()
         self.queue_name = queue_name
+        self.browse_only = browse_only
         self.consumer = server_session.create_consumer(
             queue_name, self, filter_expression=selector, browse_only=browse_only
         )
         link.snd_settle_mode = link.remote_snd_settle_mode
         link.open()
+        self.ready = True
 
     # -- Deliverer ---------------------------------------------------------------------------
     def deliver(self, ref: MessageReference) -> bool:
         ptr = self.ptr
         handler = self.handler
-        if self.closed or handler.write_blocked or pn_link_credit(ptr) <= 0:
+        if not self.ready or self.closed or handler.write_blocked or pn_link_credit(ptr) <= 0:
             return False
         payload = core_to_amqp(ref.message, ref.delivery_count)
         self._tag = tag_number = self._tag + 1
@@ -563,12 +570,9 @@ class SenderLink:
         pn_link_advance(ptr)
         if self.presettled:
             pn_delivery_settle(delivery)
-            consumer = self.consumer
-            if consumer is not None and not consumer.browse_only:
+            if not self.browse_only:
                 # at-most-once: the message is gone once it is written
                 handler.loop.call_soon(ref.queue.acknowledge, ref)
-        elif not self.consumer.browse_only:
-            self.unsettled[delivery] = ref
         else:
             self.unsettled[delivery] = ref
         handler.want_flush()
