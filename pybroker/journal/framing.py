@@ -315,7 +315,6 @@ def decode_records(data: bytes | bytearray, start: int, end: int, file_id: int, 
     unpack = unpack_frame_header
     unpackb = msgpack.unpackb
     crc = crc32c
-    counts = FIELD_COUNTS
     pos = start
     header_size = FRAME_HEADER_SIZE
     damage: Damage | None = None
@@ -353,24 +352,33 @@ def decode_records(data: bytes | bytearray, start: int, end: int, file_id: int, 
             break
         try:
             fields = unpackb(body)
-            # the fast structural check; check_fields does the full one when this fails
-            if fields[1] != file_id or fields[2] != epoch:
-                problem = check_fields(fields)
-                if problem is None:
-                    damage = Damage(DamageKind.STALE, pos,
-                                    f"record of file {fields[1]} epoch {fields[2]}")
-                else:
-                    damage = Damage(DamageKind.BAD_BODY, pos, problem)
-                break
             kind = fields[0]
-            if not 0 < kind < 10 or len(fields) != counts[kind]:
-                raise ValueError
-        except Exception:
-            try:
-                problem = check_fields(unpackb(body)) or "malformed body"
-            except Exception as error:  # msgpack's errors are several unrelated types
-                problem = f"malformed body ({type(error).__name__})"
-            damage = Damage(DamageKind.BAD_BODY, pos, problem)
+        except Exception:  # msgpack raises several unrelated types on garbage
+            fields = None
+            kind = None
+        # Cheap inline checks for the common kinds; anything unusual gets the full check.
+        if kind == ADD or kind == UPDATE:
+            good = (len(fields) == 6 and type(fields[5]) is bytes and type(fields[3]) is int
+                    and fields[3] >= 0 and type(fields[4]) is int and fields[4] >= 0)
+        elif kind == DELETE:
+            good = len(fields) == 4 and type(fields[3]) is int and fields[3] >= 0
+        else:
+            good = False
+        if not good:
+            if fields is None:
+                problem: str | None = "malformed body"
+            else:
+                problem = check_fields(fields)
+            if problem is not None:
+                damage = Damage(DamageKind.BAD_BODY, pos, problem)
+                break
+        if fields[1] != file_id or fields[2] != epoch:
+            if type(fields[1]) is not int or type(fields[2]) is not int or fields[1] < 0 \
+                    or fields[2] < 0:
+                damage = Damage(DamageKind.BAD_BODY, pos, "bad file id or epoch")
+            else:
+                damage = Damage(DamageKind.STALE, pos,
+                                f"record of file {fields[1]} epoch {fields[2]}")
             break
         append_body(fields)
         append_size(header_size + length)

@@ -1,0 +1,160 @@
+"""Journal benchmark: durable 1 KiB appends with 1, 10 and 100 writers, and the replay rate.
+
+Each configuration prints one JSON line::
+
+    python benchmarks/journal.py                  # temp dir under /tmp (same disk as /work)
+    python benchmarks/journal.py --directory DIR --seconds 3 --replay-records 300000
+
+For the append runs, every writer is an asyncio task that appends a 1 KiB record with
+``sync=True``, awaits its future, and appends again. Reported: records/s, fdatasyncs/s,
+records per fsync, process CPU-µs per record, and the raw limit of the same disk measured in
+the same run: ``pwrite`` + ``fdatasync`` of batches of the same size (records per fsync x
+framed record size) into a pre-allocated file, so ``ratio_to_raw`` says how close the journal
+gets to what the disk allows at that batch size.
+
+The replay run writes ``--replay-records`` records (non-durably, then one sync), closes the
+journal, and times ``load()`` of a fresh journal object (the files are in the page cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pybroker.journal import Journal, JournalOptions
+from pybroker.journal.perf import raw_sync_rate
+
+RECORD_BODY = b"r" * 1024
+
+
+async def _append_run(directory: Path, writers: int, seconds: float,
+                      options: JournalOptions) -> dict:
+    journal = await Journal.open(directory, options)
+    await journal.load()
+    next_id = 0
+    stop = False
+
+    async def writer() -> int:
+        nonlocal next_id
+        count = 0
+        while not stop:
+            next_id += 1
+            await journal.append(next_id, 1, RECORD_BODY, sync=True)
+            count += 1
+        return count
+
+    # warm up: create the files ahead, let the first claims happen
+    for _ in range(200):
+        next_id += 1
+        journal.append(next_id, 1, RECORD_BODY, sync=False)
+    await journal.sync()
+    before = journal.statistics()
+    cpu_start = time.process_time()
+    wall_start = time.perf_counter()
+    tasks = [asyncio.create_task(writer()) for _ in range(writers)]
+    await asyncio.sleep(seconds)
+    stop = True
+    counts = await asyncio.gather(*tasks)
+    wall = time.perf_counter() - wall_start
+    cpu = time.process_time() - cpu_start
+    after = journal.statistics()
+    await journal.close()
+    records = sum(counts)
+    fsyncs = after.fsyncs - before.fsyncs
+    record_size = (after.bytes_written - before.bytes_written) / max(
+        1, after.records_written - before.records_written)
+    return {
+        "records": records,
+        "seconds": round(wall, 3),
+        "records_per_s": round(records / wall),
+        "fdatasyncs_per_s": round(fsyncs / wall),
+        "records_per_fsync": round(records / max(1, fsyncs), 1),
+        "cpu_us_per_record": round(cpu / max(1, records) * 1e6, 2),
+        "framed_record_bytes": round(record_size),
+    }
+
+
+async def _replay_run(directory: Path, count: int, options: JournalOptions) -> dict:
+    journal = await Journal.open(directory, options)
+    await journal.load()
+    write_start = time.perf_counter()
+    for record_id in range(1, count + 1):
+        journal.append(record_id, 1, RECORD_BODY, sync=False)
+        if record_id % 5000 == 0:
+            await journal.sync()  # keep the queued batches bounded
+    await journal.sync()
+    write_seconds = time.perf_counter() - write_start
+    files = journal.statistics().data_files
+    await journal.close()
+    journal = await Journal.open(directory, options)
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    result = await journal.load()
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    await journal.close()
+    assert len(result.records) == count, (len(result.records), count)
+    return {
+        "benchmark": "journal-replay",
+        "records": count,
+        "files": files,
+        "load_seconds": round(seconds, 3),
+        "records_per_s": round(count / seconds),
+        "cpu_us_per_record": round(cpu / count * 1e6, 2),
+        "nondurable_append_records_per_s": round(count / write_seconds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--directory", type=Path, default=None,
+                        help="where to create the temp dirs (default: the system temp dir)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per append configuration")
+    parser.add_argument("--writers", type=int, nargs="*", default=[1, 10, 100])
+    parser.add_argument("--buffer-timeout-ns", type=int, default=0,
+                        help="journal-buffer-timeout for the append runs (default 0: write at "
+                        "once; Artemis's NIO default is 3333333)")
+    parser.add_argument("--replay-records", type=int, default=300_000)
+    arguments = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="pybroker-journal-bench-", dir=arguments.directory))
+    try:
+        options = JournalOptions(buffer_timeout_ns=arguments.buffer_timeout_ns)
+        for writers in arguments.writers:
+            directory = base / f"append-{writers}"
+            result = asyncio.run(_append_run(directory, writers, arguments.seconds, options))
+            batch_bytes = max(1, round(result["records_per_fsync"] * result["framed_record_bytes"]))
+            raw = raw_sync_rate(base, block_size=batch_bytes, writes=400, tries=3)
+            raw_records = raw.writes_per_second * result["records_per_fsync"]
+            line = {
+                "benchmark": "journal-append",
+                "writers": writers,
+                "record_bytes": len(RECORD_BODY),
+                "buffer_timeout_ns": options.buffer_timeout_ns,
+                **result,
+                "raw_batch_bytes": batch_bytes,
+                "raw_fdatasyncs_per_s": round(raw.writes_per_second),
+                "raw_records_per_s": round(raw_records),
+                "ratio_to_raw": round(result["records_per_s"] / raw_records, 3),
+                "python": sys.version.split()[0],
+                "cpus": os.cpu_count(),
+            }
+            print(json.dumps(line), flush=True)
+            shutil.rmtree(directory, ignore_errors=True)
+        if arguments.replay_records:
+            directory = base / "replay"
+            line = asyncio.run(_replay_run(directory, arguments.replay_records,
+                                           JournalOptions(buffer_timeout_ns=0)))
+            print(json.dumps(line), flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
