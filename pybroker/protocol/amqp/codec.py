@@ -377,7 +377,21 @@ def _map_items(b: bytes, o: int, end: int, count: int, start: int) -> tuple[Any,
     result: dict[Any, Any] = {}
     for _ in range(count >> 1):
         key_offset = o
-        k, o = dec[b[o]](b, o + 1)
+        code = b[o]
+        if code == 0xA1:  # inline: application-properties keys are str8 strings
+            s = o + 2
+            e = s + b[o + 1]
+            if e > end:
+                raise _truncated("str8-utf8", o, b)
+            try:
+                k = b[s:e].decode()
+            except UnicodeDecodeError as exc:
+                raise AMQPDecodeError(
+                    f"str8-utf8 is not valid UTF-8: {exc.reason}", s + exc.start
+                ) from None
+            o = e
+        else:
+            k, o = dec[code](b, o + 1)
         v, o = dec[b[o]](b, o + 1)
         try:
             result[k] = v

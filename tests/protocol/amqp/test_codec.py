@@ -1597,3 +1597,18 @@ def test_build_message_accepts_typed_ids() -> None:
     parsed = parse_message(raw)
     assert_strict(parsed.message_id, ULong(5))
     assert_strict(parsed.correlation_id, b"c")
+
+
+@SETTINGS
+@given(proton_messages(), st.data())
+def test_truncating_proton_messages_anywhere_but_a_boundary_raises(
+    message: Message, data: st.DataObject
+) -> None:
+    raw = bytes(message.encode())
+    boundaries = {0} | {end for *_, end in proton_sections(raw)}
+    for cut in data.draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=20)):
+        if cut in boundaries:
+            touch_everything(parse_message(raw[:cut]))
+        else:
+            with pytest.raises(AMQPDecodeError):
+                parse_message(raw[:cut])
