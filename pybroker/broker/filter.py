@@ -74,7 +74,11 @@ PROTOCOL_FIELDS = (
     "message_annotations",
 )
 
-_MAX_NESTING = 48  # parentheses/unary operators; each level costs ~10 Python frames to parse
+# Bounds that keep parsing, compiling and evaluating well inside Python's recursion limit:
+# parenthesis/unary nesting (each level is ~10 parser frames) and the height of the syntax tree
+# (long chains such as a + 1 + 1 + ... are left-deep trees; AND/OR chains are flat).
+_MAX_NESTING = 48
+_MAX_HEIGHT = 120
 
 
 class FilterError(PyBrokerError):
@@ -248,7 +252,7 @@ _BOOLEAN_KINDS = frozenset({_CMP, _ISNULL, _LIKE, _IN, _BETWEEN, _AND, _OR, _NOT
 
 
 class _Node:
-    __slots__ = ("args", "kind", "negate", "operator", "position", "value")
+    __slots__ = ("args", "height", "kind", "negate", "operator", "position", "value")
 
     def __init__(
         self,
@@ -262,6 +266,8 @@ class _Node:
         self.kind = kind
         self.position = position
         self.args = args
+        # compiling and evaluating recurse once per level: the parser bounds this
+        self.height = 1 + max((arg.height for arg in args), default=0)
         self.value = value
         self.operator = operator
         self.negate = negate
@@ -306,6 +312,12 @@ class _Parser:
             raise self.error(f"expected {what}, found {token.describe()}", token.position)
         return self.advance()
 
+    def node(self, kind: str, position: int, *args: _Node, **fields: Any) -> _Node:
+        created = _Node(kind, position, *args, **fields)
+        if created.height > _MAX_HEIGHT:
+            raise self.error(f"expression nested deeper than {_MAX_HEIGHT} levels", position)
+        return created
+
     def nest(self, token: _Token) -> None:
         self.depth += 1
         if self.depth > _MAX_NESTING:
@@ -315,7 +327,7 @@ class _Parser:
         if node.is_boolean:
             return node
         if node.kind == _PROP:
-            return _Node(_CAST, node.position, node)
+            return self.node(_CAST, node.position, node)
         raise self.error("this expression does not produce a boolean value", position)
 
     # grammar
@@ -341,7 +353,7 @@ class _Parser:
             self.advance()
             start = self.peek().position
             operands.append(self.as_boolean(self.and_expression(), start))
-        return _Node(_OR, left.position, *operands)
+        return self.node(_OR, left.position, *operands)
 
     def and_expression(self) -> _Node:
         start = self.peek().position
@@ -353,7 +365,7 @@ class _Parser:
             self.advance()
             start = self.peek().position
             operands.append(self.as_boolean(self.not_expression(), start))
-        return _Node(_AND, left.position, *operands)
+        return self.node(_AND, left.position, *operands)
 
     def not_expression(self) -> _Node:
         token = self.peek()
@@ -364,7 +376,7 @@ class _Parser:
         start = self.peek().position
         operand = self.not_expression()
         self.depth -= 1
-        return _Node(_NOT, token.position, self.as_boolean(operand, start))
+        return self.node(_NOT, token.position, self.as_boolean(operand, start))
 
     def equality(self) -> _Node:
         left = self.comparison()
@@ -381,7 +393,7 @@ class _Parser:
                     self.advance()
                     negate = True
                 self.expect("NULL", "NULL after IS" + (" NOT" if negate else ""))
-                left = _Node(_ISNULL, token.position, left, negate=negate)
+                left = self.node(_ISNULL, token.position, left, negate=negate)
             else:
                 return left
 
@@ -401,7 +413,7 @@ class _Parser:
             raise self.error(
                 f"a boolean literal cannot be compared with {right.value!r}", token.position
             )
-        return _Node(_CMP, token.position, left, right, operator=token.kind)
+        return self.node(_CMP, token.position, left, right, operator=token.kind)
 
     def check_ordered(self, token: _Token, operand: _Node) -> None:
         if operand.kind == _CONST:
@@ -436,7 +448,7 @@ class _Parser:
                 right = self.additive()
                 self.check_ordered(token, left)
                 self.check_ordered(token, right)
-                left = _Node(_CMP, token.position, left, right, operator=kind)
+                left = self.node(_CMP, token.position, left, right, operator=kind)
             elif kind == "LIKE":
                 self.advance()
                 pattern = self.expect("STRING", "a string literal pattern after LIKE").value
@@ -450,7 +462,9 @@ class _Parser:
                             f"the ESCAPE literal must be one character, not {escape_token.text}",
                             escape_token.position,
                         )
-                left = _Node(_LIKE, token.position, left, value=(pattern, escape), negate=negate)
+                left = self.node(
+                    _LIKE, token.position, left, value=(pattern, escape), negate=negate
+                )
             elif kind == "BETWEEN":
                 self.advance()
                 low = self.additive()
@@ -458,7 +472,7 @@ class _Parser:
                 high = self.additive()
                 for operand in (left, low, high):
                     self.check_ordered(token, operand)
-                left = _Node(_BETWEEN, token.position, left, low, high, negate=negate)
+                left = self.node(_BETWEEN, token.position, left, low, high, negate=negate)
             elif kind == "IN":
                 self.advance()
                 if left.kind != _PROP:
@@ -469,7 +483,7 @@ class _Parser:
                     self.advance()
                     values.append(self.in_element())
                 self.expect(")", "',' or ')' in the IN list")
-                left = _Node(_IN, token.position, left, value=frozenset(values), negate=negate)
+                left = self.node(_IN, token.position, left, value=frozenset(values), negate=negate)
             else:
                 return left
 
@@ -487,7 +501,7 @@ class _Parser:
         while self.peek().kind in ("+", "-"):
             token = self.advance()
             right = self.multiplicative()
-            left = _Node(_ARITH, token.position, left, right, operator=token.kind)
+            left = self.node(_ARITH, token.position, left, right, operator=token.kind)
         return left
 
     def multiplicative(self) -> _Node:
@@ -495,7 +509,7 @@ class _Parser:
         while self.peek().kind in ("*", "/", "%"):
             token = self.advance()
             right = self.unary()
-            left = _Node(_ARITH, token.position, left, right, operator=token.kind)
+            left = self.node(_ARITH, token.position, left, right, operator=token.kind)
         return left
 
     def unary(self) -> _Node:
@@ -511,24 +525,24 @@ class _Parser:
                 return operand  # Artemis returns the operand itself: +x is still an identifier
             if kind == "-":
                 if operand.kind == _CONST and _is_number(operand.value):
-                    return _Node(_CONST, token.position, value=-operand.value)
-                return _Node(_NEG, token.position, operand)
-            return _Node(_NOT, token.position, self.as_boolean(operand, start))
+                    return self.node(_CONST, token.position, value=-operand.value)
+                return self.node(_NEG, token.position, operand)
+            return self.node(_NOT, token.position, self.as_boolean(operand, start))
         return self.primary()
 
     def primary(self) -> _Node:
         token = self.advance()
         kind = token.kind
         if kind == "ID":
-            return _Node(_PROP, token.position, value=token.value)
+            return self.node(_PROP, token.position, value=token.value)
         if kind == "NUMBER" or kind == "STRING":
-            return _Node(_CONST, token.position, value=token.value)
+            return self.node(_CONST, token.position, value=token.value)
         if kind == "TRUE":
-            return _Node(_CONST, token.position, value=True)
+            return self.node(_CONST, token.position, value=True)
         if kind == "FALSE":
-            return _Node(_CONST, token.position, value=False)
+            return self.node(_CONST, token.position, value=False)
         if kind == "NULL":
-            return _Node(_CONST, token.position, value=None)
+            return self.node(_CONST, token.position, value=None)
         if kind == "(":
             self.nest(token)
             inner = self.or_expression()
@@ -956,19 +970,8 @@ class _Compiler:
         raise AssertionError(f"not a boolean node: {kind}")  # the parser guarantees it
 
     def logic(self, node: _Node) -> Evaluator:
-        kind = node.kind
-        operands: list[Evaluator] = []
-        for child in node.args:
-            if child.kind == kind:  # (a AND b) AND c: one flat list
-                operands.extend(self.logic(child).operands)  # type: ignore[attr-defined]
-            else:
-                operands.append(self.boolean(child))
-        if kind == _AND:
-            evaluator = _and_of(operands)
-        else:
-            evaluator = _or_of(operands)
-        evaluator.operands = operands  # type: ignore[attr-defined]
-        return evaluator
+        operands = [self.boolean(child) for child in _flattened(node)]
+        return _and_of(operands) if node.kind == _AND else _or_of(operands)
 
     def comparison(self, symbol: str, left_node: _Node, right_node: _Node) -> Evaluator:
         left_node = self.fold(left_node)
@@ -1081,6 +1084,17 @@ class _Compiler:
                 self.comparison("<=", value_node, high_node),
             ]
         )
+
+
+def _flattened(node: _Node) -> list[_Node]:
+    """The operands of an AND (OR), with nested ANDs (ORs) from parentheses merged in."""
+    operands: list[_Node] = []
+    for child in node.args:
+        if child.kind == node.kind:
+            operands.extend(_flattened(child))
+        else:
+            operands.append(child)
+    return operands
 
 
 def _compare_constant(

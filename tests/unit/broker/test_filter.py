@@ -975,6 +975,11 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
         make_filter("a = " + "- " * 400 + "1")
     with pytest.raises(FilterError, match="nested deeper"):
         make_filter("NOT " * 500 + "a")
+    # left-deep chains without parentheses are bounded too (compiling recurses per level)
+    assert evaluate("a" + " + 1" * 100 + " = 101", {"a": 1}) is True
+    for chain in ("a" + " + 1" * 3000 + " = 1", "a = 1" + " = TRUE" * 3000, "a" + " IS NULL" * 3000):
+        with pytest.raises(FilterError, match="nested deeper"):
+            make_filter(chain)
 
 
 def test_long_flat_expressions_compile() -> None:
