@@ -51,6 +51,23 @@ class AMQPMessageCodec:
         except AMQPDecodeError:
             return {}
 
+    def header_fields(self, message: Message) -> dict[str, Any]:
+        """Properties-section fields for filters (JMSCorrelationID, JMSType, ...)."""
+        try:
+            parsed = parse_message(message.body)
+            fields = parsed.properties
+            return {
+                "message_id": fields.message_id,
+                "correlation_id": fields.correlation_id,
+                "subject": fields.subject,
+                "user_id": fields.user_id,
+                "group_id": fields.group_id,
+                "group_sequence": fields.group_sequence,
+                "message_annotations": parsed.message_annotations,
+            }
+        except AMQPDecodeError:
+            return {}
+
     def duplicate_id(self, message: Message) -> Any:
         # cheap pre-check: most messages carry no duplicate id, and then nothing is decoded
         if _DUPLICATE_ID_BYTES not in message.body:
