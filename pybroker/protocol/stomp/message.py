@@ -187,6 +187,11 @@ def header_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", errors="replace")
+    # AMQP's typed numbers (UByte, ULong, ...) subclass int/float with a descriptive repr
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
     return str(value)
 
 
@@ -255,14 +260,14 @@ def message_headers(message: Message, delivery_count: int) -> tuple[list[tuple[s
     if correlation_id is not None:
         headers.append(("correlation-id", header_text(correlation_id)))
     headers += (
-        ("expires", str(message.expiration)),
+        ("expires", header_text(message.expiration)),
         ("redelivered", "true" if delivery_count > 0 else "false"),
-        ("priority", str(message.priority)),
+        ("priority", header_text(message.priority)),
         ("persistent", "true" if message.durable else "false"),
     )
     if reply_to is not None:
         headers.append(("reply-to", header_text(reply_to)))
-    headers.append(("timestamp", str(message.timestamp)))
+    headers.append(("timestamp", header_text(message.timestamp)))
     if message_type is not None:
         headers.append(("type", header_text(message_type)))
     if content_type is not None:
