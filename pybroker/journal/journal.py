@@ -601,6 +601,7 @@ class _Compaction:
 
 _OPENED, _LOADED, _CLOSING, _CLOSED = "opened", "loaded", "closing", "closed"
 _BODY_TYPES: Final = frozenset({bytes, bytearray, memoryview})
+_END_MARK: Final = bytes(FRAME_HEADER_SIZE)
 
 
 def _check_id(what: str, value: object) -> None:
@@ -1143,6 +1144,11 @@ class Journal:
                         segment = self._w_switch(file_id)
                         operation = "write"
                     path = segment.path
+                    # End mark: a zero frame header after the last record (the next batch
+                    # overwrites it). A reused file holds stale bytes after its new data;
+                    # without the mark they could read as a damaged record.
+                    end = offset + len(data)
+                    data += _END_MARK[:self._file_size - end]
                     segment.handle.pwrite(data, offset)
                     self._w_dirty[file_id] = segment
                     self._w_bytes += len(data)

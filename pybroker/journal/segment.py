@@ -22,6 +22,9 @@ Invariants the journal relies on (and why):
 * A pool file is claimed by rewriting its header (DATA, new id) and fdatasyncing it *before*
   any record is written, so records of an id only ever exist in a file whose durable header
   carried that id.
+* Data in a file is always followed by a zero frame header (the journal writes one after each
+  batch, and a claim writes one where the first record goes), so a reused file's stale bytes
+  after its new data are never mistaken for a damaged record.
 * A file is freed by rewriting its header to FREE and fdatasyncing it before it can be reused
   or deleted, so a deleted-but-resurrected or reused file never replays old records.
 """
@@ -438,7 +441,10 @@ class SegmentSet:
         if segment is None:
             return self.create_data(file_id, epoch)
         try:
-            segment.handle.pwrite(encode_header(SegmentState.DATA, file_id, epoch), 0)
+            # the header and an end mark (zero frame header) where the first record goes, in
+            # one write inside the first sector: the file's stale bytes never read as data
+            segment.handle.pwrite(encode_header(SegmentState.DATA, file_id, epoch)
+                                  + bytes(framing.FRAME_HEADER_SIZE), 0)
             if self.datasync:
                 segment.handle.datasync()
         except BaseException:
