@@ -104,36 +104,54 @@ async def test_reopen_after_compaction_gives_the_same_state(store):
     assert await reopened_state(store) == expected
 
 
+async def started(journal: Journal, task: asyncio.Future) -> None:
+    """Yield to the loop until the compaction has made its cut (no timed sleep)."""
+    for _ in range(1000):
+        if journal._compaction is not None or task.done():
+            break
+        await asyncio.sleep(0)
+    assert journal._compaction is not None, "the compaction did not start"
+
+
 async def test_appends_go_on_during_compaction(store):
     journal = await built(store)
     task = asyncio.ensure_future(journal.compact())
-    # every kind of change to records and transactions that the compaction is rewriting
-    journal.update(10, 9, b"during", sync=False)
-    journal.delete(20, sync=False)
+    await started(journal, task)
+    # every kind of change to records and transactions that the compaction is rewriting,
+    # including emptying the oldest file (which must not be freed under the compaction)
+    for record_id in range(10, 61, 5):
+        journal.delete(record_id, sync=False)
+    journal.update(70, 9, b"during", sync=False)
     journal.append(900, 9, b"new during", sync=False)
     journal.append_tx(3000, 701, 3, b"open tx grows")
     journal.commit(3000, sync=False)
     journal.rollback(2000, sync=False)
     journal.append_tx(4000, 901, 1, b"new tx")
+    assert not task.done()
     await bounded(task)
+    # the operations made during the compaction are known after the swap
     journal.commit(4000, sync=False)
-    journal.delete(25, sync=False)
+    journal.update(900, 9, b"after", sync=False)
+    journal.delete(65, sync=False)
     await bounded(journal.sync())
     assert journal.statistics().compactions == 1
+    assert journal.statistics().live_records == len(journal._tracker.live)
     await journal.close()
     state = await reopened_state(store)
 
     other = Store(store.kind, *fresh(store))
     journal = await built(other)
-    journal.update(10, 9, b"during", sync=False)
-    journal.delete(20, sync=False)
+    for record_id in range(10, 61, 5):
+        journal.delete(record_id, sync=False)
+    journal.update(70, 9, b"during", sync=False)
     journal.append(900, 9, b"new during", sync=False)
     journal.append_tx(3000, 701, 3, b"open tx grows")
     journal.commit(3000, sync=False)
     journal.rollback(2000, sync=False)
     journal.append_tx(4000, 901, 1, b"new tx")
     journal.commit(4000, sync=False)
-    journal.delete(25, sync=False)
+    journal.update(900, 9, b"after", sync=False)
+    journal.delete(65, sync=False)
     await bounded(journal.sync())
     await journal.close()
     assert state == await reopened_state(other)

@@ -157,3 +157,97 @@ async def test_lost_unsynced_claims_never_reuse_a_file_id_with_records(memory_st
     assert [r.id for r in result.records][-100:] == list(range(1000, 1100))
     assert [r.id for r in result.records][:len(ids)] == ids
     await journal.close()
+
+
+async def test_a_record_from_a_reused_files_past_is_never_replayed(memory_store):
+    """A torn write that stops exactly at a record boundary of a reused file leaves the
+    file's old records right behind the new one: their file id must stop the replay."""
+    opts = options(file_size=4096, min_files=1, pool_files=-1)
+    journal, _ = await memory_store.open_loaded(opts)
+    # ids 1000..9999 and small file ids: every record has the same size; a record spans two
+    # sectors, so its write can tear (a write inside one sector cannot)
+    body = b"s" * 600
+    next_id = 1000
+    while journal._current_id in (None, 1):
+        journal.append(next_id, 1, body, sync=False)
+        next_id += 1
+    await bounded(journal.sync())
+    (_, old_file), *_ = memory_store.data_files()
+    old_ids = sorted(rid for rid, entry in journal._tracker.live.items() if entry[0] == 1)
+    for record_id in old_ids:
+        journal.delete(record_id, sync=False)
+    await bounded(journal.sync())
+    await bounded(journal._barrier())
+    assert memory_store.header(old_file).state.name == "FREE"
+    size = journal._tracker.live[next_id - 1][1]
+    while True:  # durable appends until the next record starts a file: the pool's old file
+        if journal._offset + size > opts.file_size:
+            await bounded(journal.append(next_id, 1, body, sync=False))  # written, not synced
+            next_id += 1
+            if memory_store.header(old_file).state.name == "DATA":
+                break
+            await bounded(journal.sync())
+            continue
+        await bounded(journal.append(next_id, 1, body, sync=True))
+        next_id += 1
+    reused_id = memory_store.header(old_file).file_id
+    assert 1 < reused_id < 128
+    first_new = journal._tracker.live[next_id - 1]
+    assert first_new == [reused_id, size]  # the record that made the claim is in the old file
+    # the claim synced; the write of the first new record is still pending: keep exactly it
+    memory_store.crash(torn_bytes=size)
+    await journal.close()
+    journal, result = await memory_store.open_loaded(opts)
+    ids = {r.id for r in result.records}
+    assert not ids & set(old_ids), "a record of the file's previous life came back"
+    assert next_id - 1 in ids
+    await journal.close()
+
+
+async def test_freeing_a_file_waits_for_the_sync_even_when_the_sync_fails(memory_store):
+    journal, _ = await memory_store.open_loaded(OPTS)
+    ids = list(range(1, 61))  # one full file and a half-full one (room for the deletes)
+    for record_id in ids:
+        journal.append(record_id, 1, b"f" * 80, sync=False)
+    await bounded(journal.sync())
+    current_file = journal._current_id
+    # the states a crash may leave: the program cut after any of its operations
+    allowed = [sorted(ids), sorted([*ids, 100])]
+    allowed += [sorted([*ids[count:], 100]) for count in range(1, 46)]
+    # the second fdatasync from now fails for good: a file may only be freed after the
+    # records that killed it are synced, so the crash must still leave one of those states
+    memory_store.files.inject_fault(after=1, kinds={"datasync"}, permanent=True)
+    journal.append(100, 1, b"added before the deletes", sync=False)
+    for record_id in ids[:45]:
+        journal.delete(record_id, sync=False)
+    with pytest.raises(JournalError):
+        await bounded(journal.sync())
+    assert journal._current_id == current_file  # no rollover in the way
+    memory_store.crash()
+    await journal.close()
+    journal, result = await memory_store.open_loaded(OPTS)
+    assert sorted(r.id for r in result.records) in allowed
+    await journal.close()
+
+
+async def test_a_commit_whose_records_are_missing_is_dropped(memory_store, caplog):
+    from pybroker.journal.framing import COMMIT, PREPARE
+
+    journal, _ = await memory_store.open_loaded(OPTS)
+    journal.append(1, 1, b"plain", sync=False)
+    journal.append_tx(7, 2, 1, b"one")
+    journal.append_tx(7, 3, 1, b"two")
+    file_id = journal._current_id
+    # a COMMIT that claims three records in this file: one is missing
+    journal._write([COMMIT, 0, 0, 7, [file_id, 3]], False)
+    journal.append_tx(8, 4, 1, b"prepared")
+    journal._write([PREPARE, 0, 0, 8, [file_id, 2], b"xid"], False)
+    await bounded(journal.sync())
+    await journal.close()
+    with caplog.at_level(logging.WARNING, logger="pybroker.journal"):
+        journal, result = await memory_store.open_loaded(OPTS)
+    assert "AMQ142014: Transaction 7 is missing elements" in caplog.text
+    assert "AMQ142013: Prepared transaction 8 was not considered completed" in caplog.text
+    assert result.discarded_transactions == 2
+    assert [r.id for r in result.records] == [1] and result.prepared == []
+    await journal.close()
