@@ -396,7 +396,7 @@ class MQTTConnectionHandler:
         self._flush_scheduled = False
         self._in_batch = False
         self._replies: deque[list[Any]] = deque()
-        self._reply_limit = 1000
+        self.pending_replies_limit = 1000  #: replies waiting for the disk before reading stops
         self._keep_alive = 0.0
         self._last_activity = self.loop.time()
         self._keep_alive_handle: asyncio.TimerHandle | None = None
@@ -456,7 +456,7 @@ class MQTTConnectionHandler:
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if len(self._replies) < self._reply_limit // 2:
+        if len(self._replies) < self.pending_replies_limit // 2:
             self._resume_reading()
         if self.starved:
             self._prompt_starved()
@@ -527,7 +527,7 @@ class MQTTConnectionHandler:
         replies.append(entry)
         if durable is not None:
             self._when_durable(durable, entry)
-            if len(replies) >= self._reply_limit:
+            if len(replies) >= self.pending_replies_limit:
                 self._pause_reading()
         else:
             self._drain_replies()
@@ -558,7 +558,7 @@ class MQTTConnectionHandler:
             self.write(data)
             if then is not None:
                 then()
-        if self.reading_paused and len(replies) < self._reply_limit // 2:
+        if self.reading_paused and len(replies) < self.pending_replies_limit // 2:
             self._resume_reading()
 
     # -- connection end ----------------------------------------------------------------------
