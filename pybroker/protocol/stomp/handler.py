@@ -750,6 +750,19 @@ class StompConnectionHandler:
         base, queue_name = split_fqqn(address)
         settings = self.server.address_settings(base)
         effective = routing or settings.default_address_routing_type or RoutingType.MULTICAST
+        post_office = session.post_office
+        known = post_office.addresses.get(base)
+        if (
+            known is not None
+            and queue_name is None
+            and effective in known.routing_types
+            and (
+                effective is RoutingType.MULTICAST
+                or any(q.routing_type is RoutingType.ANYCAST for q in post_office.bindings.get(base, ()))
+            )
+        ):
+            # the common case, an address that is ready: nothing to create or check
+            return known
         if (
             queue_name is not None
             and session.find_queue(queue_name) is None
@@ -789,13 +802,13 @@ class StompConnectionHandler:
             if actions is None:
                 raise StompFrameError(f"No transaction started: {transaction}")
         self._prepare_destination(address, routing)
-        session.check_send(address)
         message = stomp_to_core(
             frame, address, routing_type=routing, prefix=prefix, now_ms=int(time.time() * 1000)
         )
         if self.no_local_subscriptions:
             message.properties[CONNECTION_ID_PROPERTY] = str(self.context.connection_id)
         if actions is not None:
+            session.check_send(address)  # refused now rather than at COMMIT
             actions.append(("send", message, routing))
             return _Done()
         result = session.send(message, routing)

@@ -1216,3 +1216,36 @@ async def test_stomp_1_0_leaves_out_headers_it_cannot_carry(server):
     [message] = client.messages()
     assert message.header("plain") == "ok"
     assert not message.has_header("multi")
+
+
+async def test_a_full_address_is_an_error(server, monkeypatch):
+    from pybroker.errors import AddressFullError
+
+    def full(message: Any, routing_type: Any, *, auto_create: bool = True) -> Any:
+        raise AddressFullError(f"AMQ229102: Address \"{message.address}\" is full")
+
+    client = await connected(server)
+    client.send("SEND", {"destination": "busy", "receipt": "r"}, b"warm-up")
+    assert client.frames()[-1].command == "RECEIPT"
+    monkeypatch.setattr(server.post_office, "route", full)
+    client.send("SEND", {"destination": "busy", "receipt": "r2"}, b"x")
+    error = client.error()
+    assert error.header("message") == 'AMQ229102: Address "busy" is full'
+    assert error.header("receipt-id") == "r2"
+
+
+async def test_send_without_routing_type_to_a_queue_address(server):
+    consumer = await connected(server)
+    consumer.send("SUBSCRIBE", {"destination": "jobs", "id": "s", "subscription-type": "ANYCAST"})
+    assert server.post_office.addresses["jobs"].routing_types == {RoutingType.ANYCAST}
+    producer = await connected(server)
+    for body in (b"1", b"2"):
+        producer.send("SEND", {"destination": "jobs"}, body)
+    # Artemis adds the default routing type (MULTICAST) to the address; the queue still gets them
+    assert server.post_office.addresses["jobs"].routing_types == {RoutingType.ANYCAST, RoutingType.MULTICAST}
+    assert [m.body for m in consumer.messages()] == [b"1", b"2"]
+    # a queue subscription on an address with both types uses the queue named like it
+    other = await connected(server)
+    other.send("SUBSCRIBE", {"destination": "jobs", "id": "t"})
+    assert other.handler.subscriptions["t"].queue_name == "jobs"
+    assert not other.handler.subscriptions["t"].multicast
