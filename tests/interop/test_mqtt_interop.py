@@ -266,7 +266,7 @@ async def test_will_on_abnormal_close(broker: Broker, version: aiomqtt.ProtocolV
         assert message.payload == b"gone"
 
 
-async def test_will_delay_with_paho(broker: Broker) -> None:
+async def test_will_delay(broker: Broker) -> None:
     async with client(broker, "watcher", V5) as watcher:
         await watcher.subscribe("wills/late", qos=1)
         raw, _ = await RawClient.connect(broker.port, Connect(

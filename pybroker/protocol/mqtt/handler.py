@@ -817,7 +817,7 @@ class MQTTConnectionHandler:
         self._close(ReasonCode.PROTOCOL_ERROR, will=True)
 
     def _on_pingreq(self, packet: PingReq) -> None:
-        self._send(PingResp())
+        self._reply(self.codec.send(PingResp()))  # never ahead of a CONNACK waiting for the disk
 
     def _on_disconnect(self, packet: Disconnect) -> None:
         state = self.state
@@ -1106,8 +1106,11 @@ class MQTTConnectionHandler:
             if topic_filter not in state.subscriptions and subscription is None:
                 codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
                 continue
-            queue = subscription.queue if subscription is not None else None
-            owns = subscription.owns_queue if subscription is not None else True
+            if subscription is not None:
+                queue, owns = subscription.queue, subscription.owns_queue
+            else:  # a stored subscription that could not be resumed
+                queue = session.find_queue(core_subscription_queue(topic_filter, state.client_id, self.core))
+                owns = True
             if queue is not None and owns:
                 permission = "deleteDurableQueue" if queue.durable else "deleteNonDurableQueue"
                 try:

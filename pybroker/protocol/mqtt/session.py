@@ -150,7 +150,7 @@ PUBCOMP = "PUBCOMP"
 OUTBOUND_FLOW: dict[tuple[Outbound | None, str], tuple[Outbound | None, OutboundAction]] = {
     (Outbound.AWAIT_PUBACK, PUBACK): (None, OutboundAction.ACKNOWLEDGE),
     (Outbound.AWAIT_PUBREC, PUBREC): (Outbound.AWAIT_PUBCOMP, OutboundAction.RELEASE),
-    # a PUBREC with a reason code >= 0x80 ends the flow [MQTT-4.3.3-?]: the client refused it
+    # a PUBREC with a reason code >= 0x80 ends the flow (MQTT 5 §4.3.3): the client refused it
     (Outbound.AWAIT_PUBREC, PUBREC_FAILED): (None, OutboundAction.ACKNOWLEDGE),
     (Outbound.AWAIT_PUBCOMP, PUBREC): (Outbound.AWAIT_PUBCOMP, OutboundAction.RESEND_PUBREL),
     (Outbound.AWAIT_PUBCOMP, PUBREC_FAILED): (None, OutboundAction.COMPLETE),
