@@ -19,8 +19,11 @@ import stomp
 import stomp.exception
 from support import Capability, connect, send
 
+from pybroker.config.model import RoutingType
 from pybroker.config.parse import parse_config
 from pybroker.embedded import Broker
+from pybroker.protocol.stomp.codec import NEED_DATA, Frame, StompCodec
+from pybroker.protocol.stomp.message import stomp_to_core
 
 pytestmark = pytest.mark.asyncio
 
@@ -531,3 +534,58 @@ async def test_amqp_to_stomp(pybroker_broker):
     assert frame.headers["origin"] == "proton"
     assert frame.headers["persistent"] == "true"
     assert frame.headers["destination"] == "cross.out"
+
+
+# -- back-pressure ----------------------------------------------------------------------------------
+
+
+async def wait_until(predicate: Any, timeout: float = TIMEOUT) -> None:
+    """Wait for a broker-side condition (checked every few ms, bounded by ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.005)
+
+
+async def test_a_consumer_that_does_not_read_holds_the_rest_in_the_queue(pybroker_broker):
+    server = pybroker_broker.server
+    count, size = 4000, 4096
+    body = b"m" * size
+    post_office = server.post_office
+    post_office.create_queue("flood", "flood", RoutingType.ANYCAST)
+    for _ in range(count):
+        post_office.route(stomp_to_core(Frame("SEND", [], body), "flood", routing_type=None, prefix=None,
+                                        now_ms=0), None)
+    flood = post_office.queues["flood"]
+    sock = await in_thread(socket.create_connection, ("127.0.0.1", pybroker_broker.port), TIMEOUT)
+    try:
+        sock.sendall(b"CONNECT\naccept-version:1.2\n\n\x00"
+                     b"SUBSCRIBE\ndestination:flood\nid:s\nsubscription-type:ANYCAST\n\n\x00")
+
+        def paused() -> bool:
+            handlers = [h for h in pybroker_broker.handlers if getattr(h, "subscriptions", None)]
+            return bool(handlers) and handlers[0].write_blocked
+
+        await wait_until(paused)
+        delivered = flood.messages_acknowledged  # auto mode: acknowledged when written
+        assert 0 < delivered < count and flood.message_count == count - delivered
+
+        def read_all() -> int:
+            decoder = StompCodec()
+            decoder.set_version("1.2")
+            frames = 0
+            while frames < count + 1:  # CONNECTED + the messages
+                data = sock.recv(1 << 20)
+                assert data, "closed early"
+                decoder.receive_data(data)
+                while (event := decoder.next_event()) is not NEED_DATA:
+                    if isinstance(event, Frame):
+                        frames += 1
+            return frames - 1
+
+        assert await in_thread(read_all) == count
+        assert flood.message_count == 0
+    finally:
+        sock.close()
