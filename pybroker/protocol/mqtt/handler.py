@@ -989,7 +989,10 @@ class MQTTConnectionHandler:
         queue = session.find_queue(name)
         if queue is not None:
             return queue, True, False
-        info = session.address_query(address, _MULTICAST, auto_create=True)
+        # an existing address keeps its routing types (Artemis adds none); a new one is multicast
+        info = session.post_office.addresses.get(address)
+        if info is None:
+            info = session.address_query(address, _MULTICAST, auto_create=True)
         if info is None:
             raise AddressNotFoundError(f"address {address!r} does not exist and may not be created")
         if _MULTICAST not in info.routing_types:
@@ -1067,7 +1070,7 @@ class MQTTConnectionHandler:
             state.subscriptions[topic_filter] = options
             codes.append(requested.qos)
             handling = requested.retain_handling
-            if not is_shared_subscription(topic_filter) and (
+            if subscription.owns_queue and not is_shared_subscription(topic_filter) and (
                 handling == RetainHandling.SEND_ON_SUBSCRIBE
                 or (handling == RetainHandling.SEND_IF_NEW_SUBSCRIPTION and not existed)
             ):

@@ -996,3 +996,42 @@ async def test_force_close_says_server_shutting_down(server: BrokerServer) -> No
     client.handler.force_close()
     assert (await client.expect(Disconnect)).reason_code == ReasonCode.SERVER_SHUTTING_DOWN
     assert client.context.closed
+
+
+# --- acceptor parameters and anycast addresses --------------------------------------------------
+
+
+async def test_link_stealing_can_be_refused(server: BrokerServer) -> None:
+    first = Client(server, {"allowLinkStealing": "false"})
+    await first.connect("only", version=5)
+    second = Client(server, {"allowLinkStealing": "false"})
+    connack = await second.connect("only", version=5)
+    assert connack.reason_code == ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
+    assert second.context.closed and not first.context.closed
+
+
+async def test_v3_publish_refusal_can_be_acknowledged(secure_server: BrokerServer) -> None:
+    client = Client(secure_server, {"closeMqttConnectionOnPublishAuthorizationFailure": "false"})
+    await client.connect("v3", version=4, username="reader", password=b"r")
+    puback = await client.publish("orders", b"x", qos=1)
+    assert puback.reason_code == 0 and not client.context.closed  # acknowledged, dropped
+    assert "orders" not in secure_server.post_office.addresses
+
+
+async def test_subscription_to_an_anycast_address_consumes_its_queue(server: BrokerServer) -> None:
+    from pybroker.config.model import RoutingType
+
+    server.post_office.create_queue("orders", "orders", RoutingType.ANYCAST)
+    publisher = Client(server)
+    await publisher.connect("pub", version=4)
+    await publisher.publish("orders", b"o1", qos=1)
+    consumer = Client(server)
+    await consumer.connect("worker", version=4)
+    await consumer.subscribe("orders", qos=1)
+    message = await consumer.message()
+    assert message.payload == b"o1"
+    consumer.send(PubAck(message.packet_id))
+    consumer.send(Unsubscribe(9, ("orders",)))
+    await consumer.expect(UnsubAck)
+    assert queue_named(server, "orders") is not None  # borrowed, never deleted
+    assert queue_named(server, "worker.orders") is None
