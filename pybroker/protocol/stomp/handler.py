@@ -40,6 +40,13 @@ promise cx sets the connection TTL to ``cx * heartBeatToConnectionTtlModifier`` 
 ``connectionTtl``, else ``connection-ttl-override``, else 60 s: a connection silent for longer is
 sent an ERROR (AMQ229014) and closed, as Artemis does.
 
+Acceptor URL parameters read here (Artemis's names; default in brackets): ``anycastPrefix`` and
+``multicastPrefix`` [none; comma-separated lists allowed], ``stompConsumerWindowSize`` (alias
+``stompConsumersCredit``) [10240 bytes], ``disableStompServerHeader`` [false],
+``connectionTtl`` [``connection-ttl-override``, else 60000 ms], ``connectionTtlMin`` [1000 ms],
+``connectionTtlMax`` [no limit], ``heartBeatToConnectionTtlModifier`` [2.0]. Not supported:
+``stompEnableMessageId``, ``stompMinLargeMessageSize`` (no large messages over STOMP yet).
+
 Deliberate differences from Artemis: NACK returns the message to its queue counting a failed
 delivery (Artemis discards it like an ACK); ACK and NACK honour the ``transaction`` header
 (Artemis logs that transactional acks are unsupported and applies them at once); frame headers
@@ -335,7 +342,7 @@ class StompConnectionHandler:
             self._int_param(params, "stompConsumersCredit", DEFAULT_CONSUMER_WINDOW_SIZE),
         )
         self.server_header = params.get("disableStompServerHeader", "false").strip().lower() != "true"
-        self.ttl_modifier = float(params.get("heartBeatToConnectionTtlModifier") or DEFAULT_HEART_BEAT_TO_TTL_MODIFIER)
+        self.ttl_modifier = self._modifier_param(params)
         self.ttl_min_ms = self._int_param(params, "connectionTtlMin", DEFAULT_CONNECTION_TTL_MIN_MS)
         self.ttl_max_ms = self._int_param(params, "connectionTtlMax", 2**63 - 1)
         ttl = self._int_param(params, "connectionTtl", -1)
@@ -374,6 +381,21 @@ class StompConnectionHandler:
         except ValueError:
             log.warning("STOMP acceptor parameter %s=%r is not a number; using %s", name, value, default)
             return default
+
+    @staticmethod
+    def _modifier_param(params: dict[str, str]) -> float:
+        value = params.get("heartBeatToConnectionTtlModifier")
+        if value is None or not value.strip():
+            return DEFAULT_HEART_BEAT_TO_TTL_MODIFIER
+        try:
+            modifier = float(value)
+        except ValueError:
+            modifier = 0.0
+        if not modifier > 0:
+            log.warning("STOMP acceptor parameter heartBeatToConnectionTtlModifier=%r is not a "
+                        "positive number; using %s", value, DEFAULT_HEART_BEAT_TO_TTL_MODIFIER)
+            return DEFAULT_HEART_BEAT_TO_TTL_MODIFIER
+        return modifier
 
     @property
     def closed(self) -> bool:

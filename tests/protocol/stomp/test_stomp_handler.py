@@ -1249,3 +1249,17 @@ async def test_send_without_routing_type_to_a_queue_address(server):
     other.send("SUBSCRIBE", {"destination": "jobs", "id": "t"})
     assert other.handler.subscriptions["t"].queue_name == "jobs"
     assert not other.handler.subscriptions["t"].multicast
+
+
+async def test_acceptor_parameters(server):
+    client = Client(server, {"heartBeatToConnectionTtlModifier": "4", "connectionTtlMax": "8000",
+                             "stompConsumerWindowSize": "123", "disableStompServerHeader": "true"})
+    reply = client.connect("1.2", heart_beat="3000,0")
+    assert reply.header("heart-beat") == "0,2000"  # TTL 12000 capped at 8000; 8000 / 4
+    assert client.handler.connection_ttl_ms == 8000
+    assert not reply.has_header("server")
+    client.send("SUBSCRIBE", {"destination": "p", "id": "s", "ack": "client"})
+    assert client.handler.subscriptions["s"].window == 123
+    # bad values fall back to the defaults instead of failing every connection
+    client = Client(server, {"heartBeatToConnectionTtlModifier": "-1", "connectionTtlMin": "x"})
+    assert client.connect("1.2", heart_beat="100,0").header("heart-beat") == "0,500"
