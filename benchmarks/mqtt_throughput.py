@@ -2,6 +2,7 @@
 
     python benchmarks/mqtt_throughput.py                   # 20000 messages per run
     python benchmarks/mqtt_throughput.py --messages 50000 --brokers pybroker
+    python benchmarks/mqtt_throughput.py --brokers pybroker --qos 1 --profile /tmp/broker.prof
 
 For each broker and QoS (1 and 0) one paho-mqtt publisher and one paho-mqtt subscriber, each in
 its own process, move ``--messages`` 1 KiB payloads through one topic (MQTT 3.1.1, the only
@@ -141,15 +142,16 @@ def measure(port: int, broker_pid: int, qos: int, count: int, in_flight: int, ti
 
 
 @contextlib.contextmanager
-def pybroker_process(work: Path):  # type: ignore[no-untyped-def]
+def pybroker_process(work: Path, profile: str | None = None):  # type: ignore[no-untyped-def]
     port = free_port()
     etc = work / "pybroker" / "etc"
     etc.mkdir(parents=True)
     default = (ROOT / "pybroker" / "config" / "default-broker.xml").read_text()
     (etc / "broker.xml").write_text(default.replace("${pybroker.default.port:61616}", str(port)))
     log = open(work / "pybroker.log", "wb")  # noqa: SIM115 - closed below
+    profiler = ["-m", "cProfile", "-o", str(Path(profile).resolve())] if profile else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "pybroker", "run", "--config", str(etc / "broker.xml"),
+        [sys.executable, *profiler, "-m", "pybroker", "run", "--config", str(etc / "broker.xml"),
          "--log-level", "WARNING"],
         cwd=work / "pybroker", stdout=log, stderr=subprocess.STDOUT,
     )
@@ -234,6 +236,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--brokers", default="pybroker,amqtt")
     parser.add_argument("--qos", default="1,0")
+    parser.add_argument("--profile", metavar="PATH", help="run pybroker under cProfile, stats to PATH")
     arguments = parser.parse_args()
     brokers = arguments.brokers.split(",")
     levels = [int(q) for q in arguments.qos.split(",")]
@@ -241,7 +244,7 @@ def main() -> None:
     try:
         for name in brokers:
             if name == "pybroker":
-                manager = pybroker_process(work)
+                manager = pybroker_process(work, arguments.profile)
                 info: dict = {}
             elif name == "amqtt":
                 executable, version = install_amqtt(work)

@@ -388,6 +388,10 @@ class SessionRegistry:
         self.connected: dict[str, Any] = {}
         #: called with a DETACHED state whose expiry passed (deletes its queues)
         self.on_expired: Callable[[SessionState], None] | None = None
+        #: <mqtt-subscription-persistence-enabled>: false keeps session records in memory only
+        self.persistence_enabled = bool(
+            getattr(server.configuration, "mqtt_subscription_persistence_enabled", True)
+        )
         self._load()
 
     @classmethod
@@ -423,7 +427,7 @@ class SessionRegistry:
     # -- records --------------------------------------------------------------------------------
     def store(self, state: SessionState) -> Awaitable[None] | None:
         """Write the record of a persistent session; the awaitable resolves once it is durable."""
-        if not state.persistent:
+        if not state.persistent or not self.persistence_enabled:
             return None
         storage = self.server.storage
         storage.store_key_value(SESSION_NAMESPACE, state.client_id, state.encode())
@@ -434,7 +438,7 @@ class SessionRegistry:
         state.cancel_timers()
         if self.sessions.get(state.client_id) is state:
             del self.sessions[state.client_id]
-        if state.persistent:
+        if state.persistent and self.persistence_enabled:
             self.server.storage.delete_key_value(SESSION_NAMESPACE, state.client_id)
 
     # -- timers ---------------------------------------------------------------------------------

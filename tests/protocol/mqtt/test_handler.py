@@ -1035,3 +1035,41 @@ async def test_subscription_to_an_anycast_address_consumes_its_queue(server: Bro
     await consumer.expect(UnsubAck)
     assert queue_named(server, "orders") is not None  # borrowed, never deleted
     assert queue_named(server, "worker.orders") is None
+
+
+# --- fragmented input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["bytes", "random"])
+async def test_a_whole_session_fed_in_pieces(server: BrokerServer, split: str) -> None:
+    import random
+
+    subscriber = Client(server)
+    await subscriber.connect("sub", version=5)
+    await subscriber.subscribe("frag/#", qos=2)
+    encoder = MQTTCodec("client")
+    stream = b"".join([
+        encoder.send(Connect("frag", 5, properties=Properties(topic_alias_maximum=0))),
+        encoder.send(Publish("frag/a", b"x" * 300, 1, packet_id=1,
+                             properties=Properties(user_properties=(("k", "v"),)))),
+        encoder.send(Publish("frag/b", b"y", 2, packet_id=2)),
+        encoder.send(PubRel(2)),
+        encoder.send(PingReq()),
+        encoder.send(Disconnect()),
+    ])
+    client = Client(server)
+    client.codec.send(Connect("frag", 5))  # the decoder of the responses: it "sent" the CONNECT
+    rng = random.Random(7)
+    position = 0
+    while position < len(stream):
+        size = 1 if split == "bytes" else rng.randint(1, 40)
+        client.send_raw(stream[position:position + size])
+        position += size
+    await client.expect(ConnAck)
+    assert (await client.expect(PubAck)).packet_id == 1
+    await client.expect(PubRec)
+    await client.expect(PubComp)
+    await client.expect(PingResp)
+    assert client.context.closed
+    got = sorted([(m.topic, m.payload[:1]) for m in [await subscriber.message(), await subscriber.message()]])
+    assert got == [("frag/a", b"x"), ("frag/b", b"y")]
