@@ -282,10 +282,21 @@ class Subscription:
 
     # -- Deliverer ---------------------------------------------------------------------------
     def deliver(self, ref: MessageReference) -> bool:
+        """Send ``ref`` to the client, or return False (no credit: the queue keeps it)."""
         handler = self.handler
         if not self.ready or handler.write_paused or handler.closed:
             handler.starved.add(self)
             return False
+        try:
+            return self._deliver(ref, handler)
+        except Exception:  # noqa: BLE001 - another connection's read called us: fail only this one
+            log.exception("MQTT client %r: delivery of message %s failed; closing the connection",
+                          handler.client_id, ref.message.message_id)
+            handler.loop.call_soon(handler.fail)
+            self.ready = False
+            return False
+
+    def _deliver(self, ref: MessageReference, handler: MQTTConnectionHandler) -> bool:
         message = ref.message
         extra = message.extra
         topic = handler.topic_for(message)
@@ -585,6 +596,10 @@ class MQTTConnectionHandler:
         self._flush()
         self.context.close()
         self._finish(will=will)
+
+    def fail(self) -> None:
+        """Close after an internal error (logged by the caller)."""
+        self._close(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, will=True)
 
     def take_over(self) -> None:
         """Another connection CONNECTed with our client id: step aside ([MQTT-3.1.4-2])."""

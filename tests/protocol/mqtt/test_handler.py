@@ -1073,3 +1073,20 @@ async def test_a_whole_session_fed_in_pieces(server: BrokerServer, split: str) -
     assert client.context.closed
     got = sorted([(m.topic, m.payload[:1]) for m in [await subscriber.message(), await subscriber.message()]])
     assert got == [("frag/a", b"x"), ("frag/b", b"y")]
+
+
+async def test_a_failing_delivery_closes_only_the_subscriber(server: BrokerServer) -> None:
+    subscriber = Client(server)
+    await subscriber.connect("sub", version=4)
+    await subscriber.subscribe("boom", qos=1)
+
+    def broken(packet: Any) -> bytes:
+        raise RuntimeError("encoder bug")
+
+    subscriber.handler.codec.send = broken  # type: ignore[method-assign]
+    publisher = Client(server)
+    await publisher.connect("pub", version=4)
+    await publisher.publish("boom", b"x", qos=1)
+    assert not publisher.context.closed
+    await asyncio.wait_for(subscriber.context.closed_event.wait(), TIMEOUT)
+    assert queue_named(server, "sub.boom") is None  # the clean session ended
