@@ -42,6 +42,7 @@ whole segments quickly.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Sequence
 from typing import Final, NamedTuple
@@ -177,11 +178,11 @@ def frame(body: bytes) -> bytes:
     return pack_frame_header(len(body), crc32c(body)) + body
 
 
-def _pairs(flat: list[int]) -> tuple[tuple[int, int], ...]:
+def _pairs(flat: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2))
 
 
-def parse_record(fields: list, offset: int, size: int) -> DecodedRecord:
+def parse_record(fields: tuple, offset: int, size: int) -> DecodedRecord:
     """Turn a body array (already checked by :func:`check_fields`) into a :class:`DecodedRecord`."""
     kind = fields[0]
     file_id, epoch = fields[1], fields[2]
@@ -213,7 +214,7 @@ def _unsigned(value: object) -> bool:
 
 def check_fields(fields: object) -> str | None:
     """Return why ``fields`` is not a well-formed record body, or None if it is one."""
-    if type(fields) is not list or not fields:
+    if type(fields) is not tuple or not fields:
         return "body is not an array"
     kind = fields[0]
     if type(kind) is not int or not ADD <= kind <= ROLLBACK:
@@ -238,7 +239,7 @@ def check_fields(fields: object) -> str | None:
             return "bad transaction id"
         if kind in (PREPARE, COMMIT):
             counts = fields[4]
-            if type(counts) is not list or len(counts) % 2 or not all(map(_unsigned, counts)):
+            if type(counts) is not tuple or len(counts) % 2 or not all(map(_unsigned, counts)):
                 return "bad per-file counts"
             if kind == PREPARE and type(fields[5]) is not bytes:
                 return "bad prepare extra"
@@ -258,7 +259,7 @@ def _try_record(data: bytes | bytearray | memoryview, pos: int, end: int, file_i
     if crc32c(body) != crc:
         return 0
     try:
-        fields = msgpack.unpackb(body)
+        fields = msgpack.unpackb(body, use_list=False)
     except Exception:  # msgpack raises several unrelated types on garbage
         return 0
     if check_fields(fields) is not None or fields[1] != file_id or fields[2] != epoch:
@@ -296,7 +297,7 @@ def find_next_record(data: bytes | bytearray | memoryview, start: int, file_id: 
 
 def decode_records(data: bytes | bytearray, start: int, end: int, file_id: int, epoch: int,
                    max_length: int | None = None,
-                   ) -> tuple[list[list], list[int], int, Damage | None]:
+                   ) -> tuple[list[tuple], list[int], int, Damage | None]:
     """Decode every record of ``file_id``/``epoch`` in ``data[start:end]``: the bulk replay path.
 
     Returns ``(bodies, sizes, stop, damage)``: the decoded body arrays and framed sizes in
@@ -307,13 +308,15 @@ def decode_records(data: bytes | bytearray, start: int, end: int, file_id: int, 
     """
     if max_length is None:
         max_length = end - start - FRAME_HEADER_SIZE
-    bodies: list[list] = []
+    bodies: list[tuple] = []
     sizes: list[int] = []
     append_body = bodies.append
     append_size = sizes.append
     view = memoryview(data)
     unpack = unpack_frame_header
-    unpackb = msgpack.unpackb
+    # Tuples, not lists: the garbage collector stops tracking a tuple of plain values the
+    # first time it sees it, so replaying a million records does not mean scanning them all.
+    unpackb = functools.partial(msgpack.unpackb, use_list=False)
     crc = crc32c
     pos = start
     header_size = FRAME_HEADER_SIZE
@@ -452,7 +455,7 @@ class RecordDecoder:
         if crc32c(body) != checksum:
             return self._stop(DamageKind.BAD_CRC, "checksum mismatch")
         try:
-            fields = msgpack.unpackb(body)
+            fields = msgpack.unpackb(body, use_list=False)
         except Exception as error:  # msgpack's errors are several unrelated types
             return self._stop(DamageKind.BAD_BODY, f"malformed body ({type(error).__name__})")
         problem = check_fields(fields)

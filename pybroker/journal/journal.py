@@ -45,11 +45,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
+import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -95,6 +97,9 @@ __all__ = [
 ]
 
 MAX_ID: Final = (1 << 64) - 1
+#: A record's location in the tracker is one int: ``file_id << _SIZE_BITS | framed size``.
+_SIZE_BITS: Final = 40
+_SIZE_MASK: Final = (1 << _SIZE_BITS) - 1
 JOURNAL_TYPES: Final = ("NIO", "ASYNCIO", "MAPPED")
 #: Room left for the file id and epoch to grow when a record is framed again after a rollover.
 _ROLLOVER_SLACK: Final = 18
@@ -249,7 +254,7 @@ class _Tx:
         self.files: dict[int, int] = {}  # file id -> records of this tx in it
         self.prepared = False
         self.prepare_location: tuple[int, int] | None = None
-        self.prepare_counts: list[int] | None = None
+        self.prepare_counts: Sequence[int] | None = None
         self.extra: bytes | None = None
         self.adds: set[int] = set()  # ids added by this tx and not deleted by it
         self.deletes: set[int] = set()  # ids this tx deletes
@@ -267,7 +272,10 @@ class _Tracker:
     __slots__ = ("file_live", "live", "live_bytes", "pending_adds", "txs")
 
     def __init__(self) -> None:
-        self.live: dict[int, list[int]] = {}  # id -> [file_id, size, file_id, size, ...]
+        # id -> location of its add (an int, see _location) or, once updated, the list of the
+        # locations of its add and updates. Ints are not tracked by the garbage collector:
+        # with a million live records that is what keeps replay and appends fast.
+        self.live: dict[int, int | list[int]] = {}
         self.txs: dict[int, _Tx] = {}
         self.pending_adds: dict[int, int] = {}  # id -> tx adding it
         self.file_live: dict[int, int] = {}
@@ -282,27 +290,42 @@ class _Tracker:
         self.file_live[file_id] -= 1
         self.live_bytes -= size
 
-    def _drop_entry(self, entry: list[int]) -> None:
+    def _drop_entry(self, entry: int | list[int]) -> None:
         file_live = self.file_live
+        if type(entry) is int:
+            file_live[entry >> _SIZE_BITS] -= 1
+            self.live_bytes -= entry & _SIZE_MASK
+            return
         dropped = 0
-        for index in range(0, len(entry), 2):
-            file_live[entry[index]] -= 1
-            dropped += entry[index + 1]
+        for location in entry:
+            file_live[location >> _SIZE_BITS] -= 1
+            dropped += location & _SIZE_MASK
         self.live_bytes -= dropped
+
+    def _attach(self, record_id: int, entry: int | list[int], location: int) -> None:
+        if type(entry) is int:
+            self.live[record_id] = [entry, location]
+        else:
+            entry.append(location)
+
+    def locations(self, record_id: int) -> list[tuple[int, int]]:
+        """(file id, size) of each record of a live id (its add, then its updates)."""
+        entry = self.live[record_id]
+        return [(location >> _SIZE_BITS, location & _SIZE_MASK)
+                for location in ([entry] if type(entry) is int else entry)]
 
     def add(self, record_id: int, file_id: int, size: int) -> None:
         old = self.live.get(record_id)
         if old is not None:
             self._drop_entry(old)
-        self.live[record_id] = [file_id, size]
+        self.live[record_id] = file_id << _SIZE_BITS | size
         self._hold(file_id, size)
 
     def update(self, record_id: int, file_id: int, size: int) -> bool:
         entry = self.live.get(record_id)
         if entry is None:
             return False
-        entry.append(file_id)
-        entry.append(size)
+        self._attach(record_id, entry, file_id << _SIZE_BITS | size)
         self._hold(file_id, size)
         return True
 
@@ -332,7 +355,7 @@ class _Tracker:
                 tx.deletes.add(record_id)
 
     def prepare(self, tx_id: int, file_id: int, size: int, extra: bytes | None,
-                counts: list[int] | None) -> None:
+                counts: Sequence[int] | None) -> None:
         tx = self.txs.get(tx_id)
         if tx is None:
             tx = self.txs[tx_id] = _Tx(tx_id)
@@ -363,14 +386,13 @@ class _Tracker:
                 old = live.get(record_id)
                 if old is not None:
                     self._drop_entry(old)
-                live[record_id] = [file_id, size]  # already held since the tx record
+                live[record_id] = file_id << _SIZE_BITS | size  # held since the tx record
             elif kind == UPDATE_TX:
                 entry = live.get(record_id)
                 if entry is None:
                     self._drop(file_id, size)
                 else:
-                    entry.append(file_id)
-                    entry.append(size)
+                    self._attach(record_id, entry, file_id << _SIZE_BITS | size)
             else:  # DELETE_TX: the delete record itself is not needed after the commit
                 self._drop(file_id, size)
                 entry = live.pop(record_id, None)
@@ -418,14 +440,18 @@ class _Replay:
     def __init__(self, present: set[int], *, announce: bool) -> None:
         self.tracker = _Tracker()
         self.present = present
-        self.ordered: dict[int, RecordInfo] = {}  # sequence -> record, in journal order
-        self.sequences: dict[int, list[int]] = {}  # id -> its sequences (add, updates)
+        #: sequence -> (id, user type, body, is update), in journal order. Plain tuples while
+        #: replaying: the garbage collector untracks those (not a NamedTuple), so a big
+        #: replay is not slowed by full collections over every record read so far.
+        self.ordered: dict[int, tuple] = {}
+        #: id -> sequence of its add (an int), or the list of its add's and updates' sequences
+        self.sequences: dict[int, int | list[int]] = {}
         self.sequence = 0
         self.discarded = 0
         self.records_read = 0
         self._announce = announce
 
-    def feed(self, file_id: int, bodies: list[list], sizes: list[int]) -> None:
+    def feed(self, file_id: int, bodies: list[tuple], sizes: list[int]) -> None:
         """Apply one file's records (the hot path of load: keep it lean)."""
         tracker = self.tracker
         live = tracker.live
@@ -433,52 +459,70 @@ class _Replay:
         file_live.setdefault(file_id, 0)
         ordered = self.ordered
         sequences = self.sequences
-        new_info = _new_info
         sequence = self.sequence
+        base = file_id << _SIZE_BITS
         held = 0
+        added = 0
         self.records_read += len(bodies)
         for fields, size in zip(bodies, sizes, strict=True):
             kind = fields[0]
             if kind == ADD:
                 record_id = fields[3]
                 if record_id in live:
+                    file_live[file_id] += added
+                    added = 0
                     self._forget(record_id)
-                live[record_id] = [file_id, size]
-                file_live[file_id] += 1
+                live[record_id] = base | size
+                added += 1
                 held += size
                 sequence += 1
-                ordered[sequence] = new_info((record_id, fields[4], fields[5], False))
-                sequences[record_id] = [sequence]
+                ordered[sequence] = (record_id, fields[4], fields[5], False)
+                sequences[record_id] = sequence
             elif kind == UPDATE:
                 record_id = fields[3]
                 entry = live.get(record_id)
                 if entry is None:
                     continue
-                entry.append(file_id)
-                entry.append(size)
-                file_live[file_id] += 1
+                if type(entry) is int:
+                    live[record_id] = [entry, base | size]
+                else:
+                    entry.append(base | size)
+                added += 1
                 held += size
                 sequence += 1
-                ordered[sequence] = new_info((record_id, fields[4], fields[5], True))
-                sequences[record_id].append(sequence)
+                ordered[sequence] = (record_id, fields[4], fields[5], True)
+                own = sequences[record_id]
+                if type(own) is int:
+                    sequences[record_id] = [own, sequence]
+                else:
+                    own.append(sequence)
             elif kind == DELETE:
                 record_id = fields[3]
                 if record_id in live:
+                    file_live[file_id] += added
+                    added = 0
                     self._forget(record_id)
             else:
+                file_live[file_id] += added
+                added = 0
                 self.sequence = sequence
                 self._transactional(file_id, fields, size)
                 sequence = self.sequence
+        file_live[file_id] += added
         self.sequence = sequence
         tracker.live_bytes += held
 
     def _forget(self, record_id: int) -> None:
         self.tracker.delete(record_id)
         ordered = self.ordered
-        for sequence in self.sequences.pop(record_id):
-            del ordered[sequence]
+        own = self.sequences.pop(record_id)
+        if type(own) is int:
+            del ordered[own]
+        else:
+            for sequence in own:
+                del ordered[sequence]
 
-    def _transactional(self, file_id: int, fields: list, size: int) -> None:
+    def _transactional(self, file_id: int, fields: tuple, size: int) -> None:
         kind = fields[0]
         tracker = self.tracker
         if kind == ADD_TX or kind == UPDATE_TX:
@@ -504,7 +548,7 @@ class _Replay:
         elif kind == ROLLBACK:
             tracker.rollback(fields[3])
 
-    def _complete(self, tx: _Tx, counts: list[int] | None) -> bool:
+    def _complete(self, tx: _Tx, counts: Sequence[int] | None) -> bool:
         if counts is None:
             return True
         present = self.present
@@ -523,22 +567,30 @@ class _Replay:
             if kind == ADD_TX:
                 old = sequences.pop(record_id, None)
                 if old is not None:
-                    for sequence in old:
+                    for sequence in [old] if type(old) is int else old:
                         del ordered[sequence]
                 self.sequence += 1
-                ordered[self.sequence] = _new_info((record_id, user_type, body, False))
-                sequences[record_id] = [self.sequence]
+                ordered[self.sequence] = (record_id, user_type, body, False)
+                sequences[record_id] = self.sequence
             elif kind == UPDATE_TX:
                 own = sequences.get(record_id)
                 if own is not None:
                     self.sequence += 1
-                    ordered[self.sequence] = _new_info((record_id, user_type, body, True))
-                    own.append(self.sequence)
+                    ordered[self.sequence] = (record_id, user_type, body, True)
+                    if type(own) is int:
+                        sequences[record_id] = [own, self.sequence]
+                    else:
+                        own.append(self.sequence)
             else:
                 old = sequences.pop(record_id, None)
                 if old is not None:
-                    for sequence in old:
+                    for sequence in [old] if type(old) is int else old:
                         del ordered[sequence]
+
+    def records(self) -> list[RecordInfo]:
+        """The live records as :class:`RecordInfo`, in journal order."""
+        new_info = _new_info
+        return [new_info(record) for record in self.ordered.values()]
 
     def check_prepared(self) -> None:
         """Drop prepared transactions whose records are not all there (AMQ142013)."""
@@ -600,6 +652,32 @@ class _Compaction:
 
 
 _OPENED, _LOADED, _CLOSING, _CLOSED = "opened", "loaded", "closing", "closed"
+
+# Replay allocates an object or two per record and keeps most of them (the LoadResult):
+# the cyclic garbage collector would run full collections over all of them again and again
+# (measured: a third of the load time for 300k records). Loads pause it; the pause is
+# reference-counted because several journals (data, bindings) may load at once, and it only
+# lasts while records are decoded (no cycles are made there).
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_resume = False
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    global _gc_pauses, _gc_resume
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_resume = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_resume:
+                gc.enable()
 _BODY_TYPES: Final = frozenset({bytes, bytearray, memoryview})
 _END_MARK: Final = bytes(FRAME_HEADER_SIZE)
 
@@ -641,6 +719,10 @@ class Journal:
 
         # loop-thread state: where the next record goes
         self._tracker = _Tracker()
+        self._live = self._tracker.live  # shortcuts into the tracker (see _set_tracker)
+        self._pending_adds = self._tracker.pending_adds
+        self._file_live = self._tracker.file_live
+        self._usable = False  # loaded, not closing, not failed: the appends' one check
         self._data_ids: list[int] = []
         self._current_id: int | None = None
         self._offset = HEADER_SIZE
@@ -725,8 +807,10 @@ class Journal:
         """
         if self._state is not _OPENED:
             raise JournalError(f"journal {self._directory}: load() must come first, and once")
-        result, incomplete = await self._loop.run_in_executor(None, self._load_blocking)
+        with _gc_paused():
+            result, incomplete = await self._loop.run_in_executor(None, self._load_blocking)
         self._state = _LOADED
+        self._usable = True
         self._writer = threading.Thread(target=self._writer_main, daemon=True,
                                         name=f"pybroker-journal-{self._options.name}")
         self._writer.start()
@@ -744,6 +828,7 @@ class Journal:
             self._segments.close_all()
             return
         self._state = _CLOSING
+        self._usable = False
         task = self._compaction_task
         if task is not None and not task.done():
             try:
@@ -775,6 +860,12 @@ class Journal:
 
     # ---------------------------------------------------------------------------- appends
 
+    def _set_tracker(self, tracker: _Tracker) -> None:
+        self._tracker = tracker
+        self._live = tracker.live
+        self._pending_adds = tracker.pending_adds
+        self._file_live = tracker.file_live
+
     def _check_usable(self) -> None:
         if self._state is not _LOADED:
             if self._state is _OPENED:
@@ -790,23 +881,71 @@ class Journal:
         Callable from the event loop without awaiting; futures resolve in append order.
         Adding an id that is live (or being added by an open transaction) is an error.
         """
-        if self._state is not _LOADED or self._failure is not None:
+        # The hottest path of the broker: the same steps as _write, inlined.
+        if not self._usable:
             self._check_usable()
-        tracker = self._tracker
-        live = tracker.live
-        if record_id in live or record_id in tracker.pending_adds:
+        live = self._live
+        if record_id in live or record_id in self._pending_adds:
             raise JournalError(f"journal {self._directory}: record {record_id} already exists")
         if type(record_id) is not int or not 0 <= record_id <= MAX_ID:
             _check_id("record id", record_id)
         if (type(user_type) is not int or not 0 <= user_type <= 255
                 or type(body) not in _BODY_TYPES):
             self._check_body(user_type, body)
+        file_id = self._current_id
+        offset = self._offset
+        if file_id is None:
+            return self._append_slow(record_id, user_type, body, sync)
+        packed = self._pack([ADD, file_id, self._epoch, record_id, user_type, body])
+        length = len(packed)
+        size = length + FRAME_HEADER_SIZE
+        if offset + size > self._file_size:
+            return self._append_slow(record_id, user_type, body, sync)
+        header = self._pack_header(length, crc32c(packed))
+        future = self._new_future()
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            batches = self._batches
+            batch = batches[-1] if batches else None
+            if batch is None or batch.size >= self._buffer_size or batch.stop:
+                batch = _Batch()
+                batches.append(batch)
+            chunk = batch.tail
+            if chunk is None or chunk[0] != file_id:
+                chunk = batch.tail = [file_id, offset, bytearray()]
+                batch.chunks.append(chunk)
+            data = chunk[2]
+            data += header
+            data += packed
+            batch.size += size
+            batch.records += 1
+            if sync and self._sync_non_tx:
+                batch.needs_sync = True
+                batch.sync_futures.append(future)
+            elif batch.needs_sync:
+                batch.sync_futures.append(future)
+            else:
+                batch.write_futures.append(future)
+            if self._writer_idle or (self._writer_gathering and batch.size >= self._buffer_size):
+                self._writer_idle = False
+                self._cond.notify()
+        self._offset = offset + size
+        self._records_written += 1
+        live[record_id] = file_id << _SIZE_BITS | size
+        file_live = self._file_live
+        file_live[file_id] = file_live.get(file_id, 0) + 1
+        self._tracker.live_bytes += size
+        if self._compaction is not None:
+            self._compaction.oplog.append(("add", (record_id, file_id, size)))
+        return future
+
+    def _append_slow(self, record_id: int, user_type: int, body: bytes,
+                     sync: bool) -> asyncio.Future[None]:
+        """``append`` when the record starts a new file."""
         future, file_id, size = self._write(
             [ADD, 0, self._epoch, record_id, user_type, body], sync and self._sync_non_tx)
-        live[record_id] = [file_id, size]
-        file_live = tracker.file_live
-        file_live[file_id] = file_live.get(file_id, 0) + 1
-        tracker.live_bytes += size
+        self._tracker.add(record_id, file_id, size)
         if self._compaction is not None:
             self._compaction.oplog.append(("add", (record_id, file_id, size)))
         return future
@@ -825,8 +964,7 @@ class Journal:
             self._check_body(user_type, body)
         future, file_id, size = self._write(
             [UPDATE, 0, self._epoch, record_id, user_type, body], sync and self._sync_non_tx)
-        entry.append(file_id)
-        entry.append(size)
+        tracker._attach(record_id, entry, file_id << _SIZE_BITS | size)
         file_live = tracker.file_live
         file_live[file_id] = file_live.get(file_id, 0) + 1
         tracker.live_bytes += size
@@ -1227,6 +1365,7 @@ class Journal:
         with self._cond:
             if self._failure is None:
                 self._failure = error
+            self._usable = False
             pending = [batch, *self._batches]
             self._batches.clear()
         futures = [future for item in pending
@@ -1298,9 +1437,9 @@ class Journal:
                 incomplete.append(tx.tx_id)
             tx.ops = [(op[0], op[1], op[2], None, op[4], op[5]) for op in tx.ops]
             tx.extra = None
-        self._tracker = tracker
+        self._set_tracker(tracker)
         self._segments.ensure_files(self._options.min_files)
-        result = LoadResult(list(replay.ordered.values()), prepared, len(incomplete),
+        result = LoadResult(replay.records(), prepared, len(incomplete),
                             replay.discarded, truncated, len(segments), replay.records_read)
         return result, incomplete
 
@@ -1374,7 +1513,7 @@ class Journal:
         # The swap: synchronous on the loop thread, so no append interleaves with it.
         for name, arguments in compaction.oplog:
             getattr(tracker, name)(*arguments)
-        self._tracker = tracker
+        self._set_tracker(tracker)
         self._data_ids = [segment.file_id for segment in outputs] + [
             file_id for file_id in self._data_ids if file_id > last]
         for segment in outputs:
@@ -1411,13 +1550,13 @@ class Journal:
 
         def produce(writer: Any) -> None:
             # live records (adds with their updates) in journal order, then open transactions
-            for record in replay.ordered.values():
-                kind = UPDATE if record.is_update else ADD
-                file_id, size = writer.write(kind, (record.id, record.user_type, record.body))
+            for record_id, user_type, body, is_update in replay.ordered.values():
+                kind = UPDATE if is_update else ADD
+                file_id, size = writer.write(kind, (record_id, user_type, body))
                 if kind == ADD:
-                    tracker.add(record.id, file_id, size)
+                    tracker.add(record_id, file_id, size)
                 else:
-                    tracker.update(record.id, file_id, size)
+                    tracker.update(record_id, file_id, size)
             for tx in source.txs.values():
                 for kind, record_id, user_type, body, _file_id, _size in tx.ops:
                     if kind == DELETE_TX:

@@ -223,7 +223,7 @@ class SegmentScan:
     non-zero byte of the file (what zeroing a torn tail has to clear).
     """
 
-    bodies: list[list]
+    bodies: list[tuple]
     sizes: list[int]
     stop: int
     damage: framing.Damage | None

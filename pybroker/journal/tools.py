@@ -206,12 +206,12 @@ def _read_directory(files: FileFactory, directory: Path, options: JournalOptions
 
 
 def _scan_with_resync(item: _File, newest: bool,
-                      ) -> tuple[list[tuple[list, int, int]], list[DamagedRegion], int]:
+                      ) -> tuple[list[tuple[tuple, int, int]], list[DamagedRegion], int]:
     """Every valid record of one file as (fields, offset, size), the damage, the data end."""
     data = item.data
     header = item.header
     end = len(data)
-    records: list[tuple[list, int, int]] = []
+    records: list[tuple[tuple, int, int]] = []
     damage: list[DamagedRegion] = []
     position = HEADER_SIZE
     data_end = HEADER_SIZE
@@ -240,7 +240,7 @@ def _scan_with_resync(item: _File, newest: bool,
     return records, damage, data_end
 
 
-def _view(path: Path, fields: list, offset: int, size: int) -> RecordView:
+def _view(path: Path, fields: tuple, offset: int, size: int) -> RecordView:
     record = framing.parse_record(fields, offset, size)
     return RecordView(str(path), offset, size, record.kind, record.file_id, record.epoch,
                       record.record_id, record.user_type, record.tx_id, record.body,
@@ -358,7 +358,7 @@ def recover(source: Path, destination: Path, options: JournalOptions,
                          len(outputs), problems)
 
 
-def _tx_of(fields: list) -> int | None:
+def _tx_of(fields: tuple) -> int | None:
     kind = fields[0]
     if kind in (framing.ADD_TX, framing.UPDATE_TX):
         return fields[6]

@@ -173,13 +173,14 @@ async def test_a_record_from_a_reused_files_past_is_never_replayed(memory_store)
         next_id += 1
     await bounded(journal.sync())
     (_, old_file), *_ = memory_store.data_files()
-    old_ids = sorted(rid for rid, entry in journal._tracker.live.items() if entry[0] == 1)
+    tracker = journal._tracker
+    old_ids = sorted(rid for rid in tracker.live if tracker.locations(rid)[0][0] == 1)
     for record_id in old_ids:
         journal.delete(record_id, sync=False)
     await bounded(journal.sync())
     await bounded(journal._barrier())
     assert memory_store.header(old_file).state.name == "FREE"
-    size = journal._tracker.live[next_id - 1][1]
+    size = journal._tracker.locations(next_id - 1)[0][1]
     while True:  # durable appends until the next record starts a file: the pool's old file
         if journal._offset + size > opts.file_size:
             await bounded(journal.append(next_id, 1, body, sync=False))  # written, not synced
@@ -192,8 +193,8 @@ async def test_a_record_from_a_reused_files_past_is_never_replayed(memory_store)
         next_id += 1
     reused_id = memory_store.header(old_file).file_id
     assert 1 < reused_id < 128
-    first_new = journal._tracker.live[next_id - 1]
-    assert first_new == [reused_id, size]  # the record that made the claim is in the old file
+    first_new = journal._tracker.locations(next_id - 1)
+    assert first_new == [(reused_id, size)]  # the record that made the claim is in the old file
     # the claim synced; the write of the first new record is still pending: keep exactly it
     memory_store.crash(torn_bytes=size)
     await journal.close()
