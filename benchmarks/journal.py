@@ -121,13 +121,20 @@ def main() -> None:
     parser.add_argument("--buffer-timeout-ns", type=int, default=0,
                         help="journal-buffer-timeout for the append runs (default 0: write at "
                         "once; Artemis's NIO default is 3333333)")
+    parser.add_argument("--buffer-size", type=int, nargs="*", default=[490 * 1024, 64 * 1024],
+                        help="journal-buffer-size values for the 100-writer run (default: "
+                        "Artemis's 490 KiB, and 64 KiB: two group commits in flight)")
     parser.add_argument("--replay-records", type=int, default=300_000)
     arguments = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pybroker-journal-bench-", dir=arguments.directory))
     try:
-        options = JournalOptions(buffer_timeout_ns=arguments.buffer_timeout_ns)
-        for writers in arguments.writers:
-            directory = base / f"append-{writers}"
+        runs = [(writers, 490 * 1024) for writers in arguments.writers if writers != 100]
+        if 100 in arguments.writers:
+            runs += [(100, size) for size in arguments.buffer_size]
+        for writers, buffer_size in runs:
+            options = JournalOptions(buffer_timeout_ns=arguments.buffer_timeout_ns,
+                                     buffer_size=buffer_size)
+            directory = base / f"append-{writers}-{buffer_size}"
             result = asyncio.run(_append_run(directory, writers, arguments.seconds, options))
             batch_bytes = max(1, round(result["records_per_fsync"] * result["framed_record_bytes"]))
             raw = raw_sync_rate(base, block_size=batch_bytes, writes=400, tries=3)
@@ -137,6 +144,7 @@ def main() -> None:
                 "writers": writers,
                 "record_bytes": len(RECORD_BODY),
                 "buffer_timeout_ns": options.buffer_timeout_ns,
+                "buffer_size": options.buffer_size,
                 **result,
                 "raw_batch_bytes": batch_bytes,
                 "raw_fdatasyncs_per_s": round(raw.writes_per_second),

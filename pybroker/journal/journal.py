@@ -747,6 +747,13 @@ class Journal:
         self._w_largest = 0
         self._w_reclaimed = 0
 
+        # the spare-file thread (see _preparer_main)
+        self._spare_cond = threading.Condition()
+        self._spare_wanted = False
+        self._spare_stop = False
+        self._spare_idle = True
+        self._preparer: threading.Thread | None = None
+
         self._compaction: _Compaction | None = None
         self._compaction_task: asyncio.Task[None] | None = None
         self._compaction_blocked: str | None = None
@@ -814,6 +821,11 @@ class Journal:
         self._writer = threading.Thread(target=self._writer_main, daemon=True,
                                         name=f"pybroker-journal-{self._options.name}")
         self._writer.start()
+        if self._options.pool_files != 0:
+            self._preparer = threading.Thread(
+                target=self._preparer_main, daemon=True,
+                name=f"pybroker-journal-{self._options.name}-files")
+            self._preparer.start()
         for tx_id in incomplete:
             self.rollback(tx_id, sync=False)
         self._reclaim_heads()
@@ -855,6 +867,7 @@ class Journal:
         writer = self._writer
         if writer is not None:
             await self._loop.run_in_executor(None, writer.join)
+        await self._loop.run_in_executor(None, self._stop_preparer)
         self._segments.close_all()
         self._state = _CLOSED
 
@@ -872,7 +885,7 @@ class Journal:
                 raise JournalError(f"journal {self._directory}: call load() first")
             raise JournalClosedError(f"journal {self._directory} is closed")
         if self._failure is not None:
-            raise self._failure
+            raise self._failure.with_traceback(None)  # do not grow one traceback forever
 
     def append(self, record_id: int, user_type: int, body: bytes, *,
                sync: bool) -> asyncio.Future[None]:
@@ -905,7 +918,7 @@ class Journal:
         future = self._new_future()
         with self._lock:
             if self._failure is not None:
-                raise self._failure
+                raise self._failure.with_traceback(None)  # do not grow one traceback forever
             batches = self._batches
             batch = batches[-1] if batches else None
             if batch is None or batch.size >= self._buffer_size or batch.stop:
@@ -1068,7 +1081,7 @@ class Journal:
         future = self._loop.create_future()
         with self._cond:
             if self._failure is not None:
-                raise self._failure
+                raise self._failure.with_traceback(None)  # do not grow one traceback forever
             batch = self._tail_batch()
             if self._datasync:
                 batch.needs_sync = True
@@ -1163,7 +1176,7 @@ class Journal:
         future = self._new_future()
         with self._lock:
             if self._failure is not None:
-                raise self._failure
+                raise self._failure.with_traceback(None)  # do not grow one traceback forever
             batches = self._batches
             batch = batches[-1] if batches else None
             if batch is None or batch.size >= self._buffer_size or batch.stop:
@@ -1313,11 +1326,6 @@ class Journal:
                 else batch.sync_futures
             if futures:
                 self._call(loop, _resolve, futures)
-            if (not batch.stop and self._options.pool_files != 0
-                    and not self._segments.has_free()):
-                operation = "create a spare file"
-                path = self._directory
-                self._segments.create_free()
         except Exception as error:
             failure = JournalError(f"journal {self._directory}: {operation} failed on {path}: "
                                    f"{error}; the journal stops (no retry after a failed write "
@@ -1340,8 +1348,57 @@ class Journal:
             segment = self._segments.claim(file_id, self._epoch)
             if self._datasync:
                 self._w_fsyncs += 1
+            if self._options.pool_files != 0 and not self._segments.has_free():
+                self._want_spare()
         self._w_segment = segment
         return segment
+
+    # ---------------------------------------------------------------------------- spare files
+
+    # Creating a segment (zero-fill, fsync, rename, directory fsync) takes tens of ms for a
+    # 10 MiB file: done by the writer it would stall every durable append for that long each
+    # time the journal grows by a file. A helper thread keeps one spare file in the pool
+    # instead (as Artemis opens the next file ahead); the writer only claims it. If there is
+    # no spare when one is needed, the writer creates the file itself.
+
+    def _want_spare(self) -> None:
+        with self._spare_cond:
+            self._spare_wanted = True
+            self._spare_cond.notify_all()
+
+    def _preparer_main(self) -> None:
+        cond = self._spare_cond
+        while True:
+            with cond:
+                while not self._spare_stop and not self._spare_wanted:
+                    self._spare_idle = True
+                    cond.notify_all()
+                    cond.wait()
+                if self._spare_stop:
+                    self._spare_idle = True
+                    cond.notify_all()
+                    return
+                self._spare_wanted = False
+                self._spare_idle = False
+            try:
+                if not self._segments.has_free():
+                    self._segments.create_free()
+            except Exception as error:  # the writer creates files itself, and reports errors
+                logger.warning("journal %s: could not prepare a spare file: %s",
+                               self._directory, error)
+
+    def _wait_spare_idle(self, timeout: float | None = None) -> bool:
+        """Block until the spare-file thread has nothing to do (tests count I/O operations)."""
+        with self._spare_cond:
+            return self._spare_cond.wait_for(
+                lambda: self._spare_idle and not self._spare_wanted, timeout)
+
+    def _stop_preparer(self) -> None:
+        with self._spare_cond:
+            self._spare_stop = True
+            self._spare_cond.notify_all()
+        if self._preparer is not None:
+            self._preparer.join()
 
     def _w_free(self, file_id: int) -> None:
         try:

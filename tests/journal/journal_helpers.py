@@ -105,3 +105,11 @@ def state_of(result: LoadResult) -> tuple:
 
 
 
+
+
+async def quiesce(journal: Journal) -> None:
+    """Wait until everything appended is written and the spare-file thread is idle, so that
+    a test can count (and fail) the I/O operations that follow."""
+    await bounded(journal.sync())
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, journal._wait_spare_idle, TIMEOUT)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from journal_helpers import Store, bounded, options, state_of
+from journal_helpers import Store, bounded, options, quiesce, state_of
 
 from pybroker.errors import JournalError
 from pybroker.journal import Journal
@@ -36,7 +36,7 @@ def build(journal: Journal) -> None:
 async def built(store: Store, opts=OPTIONS) -> Journal:
     journal, _ = await store.open_loaded(opts)
     build(journal)
-    await bounded(journal.sync())
+    await quiesce(journal)
     return journal
 
 

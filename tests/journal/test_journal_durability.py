@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from journal_helpers import bounded, options, state_of
+from journal_helpers import bounded, options, quiesce, state_of
 
 from pybroker.errors import JournalClosedError, JournalError
 from pybroker.journal import RecordInfo
@@ -84,6 +84,7 @@ async def test_the_previous_file_is_complete_before_the_next_one_gets_records(me
 async def test_a_failed_fdatasync_stops_the_journal_for_good(memory_store, caplog):
     journal, _ = await memory_store.open_loaded(OPTS)
     await bounded(journal.append(1, 1, b"durable", sync=True))
+    await quiesce(journal)
     memory_store.files.inject_fault(kinds={"datasync"})  # one failure only
     futures = [journal.append(2, 1, b"lost", sync=True), journal.append(3, 1, b"lost", sync=False)]
     with caplog.at_level(logging.ERROR, logger="pybroker.journal"):
@@ -108,6 +109,7 @@ async def test_a_failed_fdatasync_stops_the_journal_for_good(memory_store, caplo
 async def test_a_failed_write_fails_the_batch_and_everything_after(memory_store):
     journal, _ = await memory_store.open_loaded(OPTS)
     await bounded(journal.append(1, 1, b"durable", sync=True))
+    await quiesce(journal)
     memory_store.files.inject_fault(kinds={"write"})
     first = journal.append(2, 1, b"x", sync=False)
     with pytest.raises(JournalError, match=r"write failed on .*pybroker-data-"):
@@ -212,6 +214,7 @@ async def test_freeing_a_file_waits_for_the_sync_even_when_the_sync_fails(memory
         journal.append(record_id, 1, b"f" * 80, sync=False)
     await bounded(journal.sync())
     current_file = journal._current_id
+    await quiesce(journal)
     # the states a crash may leave: the program cut after any of its operations
     allowed = [sorted(ids), sorted([*ids, 100])]
     allowed += [sorted([*ids[count:], 100]) for count in range(1, 46)]
