@@ -23,7 +23,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pybroker.config.model import AddressSettings, RoutingType, WildcardConfig
@@ -33,6 +32,7 @@ from pybroker.storage.manager import AddressRecord, QueueRecord, StorageManager
 from .addressing import AddressInfo, WildcardIndex, is_wildcard, split_fqqn
 from .message import (
     ACTUAL_EXPIRY,
+    DUPLICATE_ID_PROPERTY,
     ORIGINAL_ADDRESS,
     ORIGINAL_MESSAGE_ID,
     ORIGINAL_QUEUE,
@@ -54,14 +54,26 @@ class QueueExistsError(PyBrokerError):
     """A queue of that name exists already (with other attributes)."""
 
 
-@dataclass
 class RouteResult:
-    """What became of one sent message."""
+    """What became of one sent message: how many queues took it, whether it was a duplicate,
+    and ``durable``, an awaitable resolved once the message and its refs are on disk (None if
+    nothing was stored)."""
 
-    queues: int = 0
-    duplicate: bool = False
-    # awaitable resolved once the message and its refs are durable; None if nothing was stored
-    durable: Awaitable[None] | None = None
+    __slots__ = ("duplicate", "durable", "queues")
+
+    def __init__(
+        self, queues: int = 0, duplicate: bool = False, durable: Awaitable[None] | None = None
+    ) -> None:
+        self.queues = queues
+        self.duplicate = duplicate
+        self.durable = durable
+
+    def __repr__(self) -> str:
+        return f"RouteResult(queues={self.queues}, duplicate={self.duplicate}, durable={self.durable!r})"
+
+
+# shared result for the common non-durable single-queue case (results are read-only)
+_ROUTED_TO_ONE = RouteResult(queues=1)
 
 
 class DuplicateIDCache:
@@ -516,17 +528,25 @@ class PostOffice:
             message.address = address
             targets = [queue] if queue.filter is None or queue.filter.matches(message) else []
         else:
-            info = self.addresses.get(address)
-            if info is None or (routing_type is RoutingType.ANYCAST and not self._has_anycast(address)):
-                if auto_create:
-                    info = self.address_query(address, routing_type, auto_create=True)
-                if info is None:
-                    raise AddressNotFoundError(
-                        f"address {address!r} does not exist and auto-create-addresses is false"
-                    )
             targets = self._targets(address, routing_type, message)
+            if not targets:
+                info = self.addresses.get(address)
+                if info is None or (
+                    routing_type is RoutingType.ANYCAST and not self._has_anycast(address)
+                ):
+                    if auto_create:
+                        info = self.address_query(address, routing_type, auto_create=True)
+                    if info is None:
+                        raise AddressNotFoundError(
+                            f"address {address!r} does not exist and auto-create-addresses is false"
+                        )
+                    targets = self._targets(address, routing_type, message)
 
-        dup_key = _duplicate_key(message.duplicate_id)
+        props = message._properties
+        duplicate = (
+            props.get(DUPLICATE_ID_PROPERTY) if props is not None else message.codec.duplicate_id(message)
+        )
+        dup_key = None if duplicate is None else _duplicate_key(duplicate)
         if dup_key is not None:
             cache = self._duplicate_caches.get(address)
             if cache is None:
@@ -561,6 +581,8 @@ class PostOffice:
         for queue in targets:
             queue.add(MessageReference(message, queue))
         self.routed_count += 1
+        if not stored and len(targets) == 1:
+            return _ROUTED_TO_ONE
         return RouteResult(queues=len(targets), durable=storage.durable() if stored else None)
 
     def _has_anycast(self, address: str) -> bool:

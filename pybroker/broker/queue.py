@@ -241,12 +241,33 @@ class Queue:
     # -- adding -----------------------------------------------------------------------------
     def add(self, ref: MessageReference, *, deliver: bool = True, count: bool = True) -> None:
         """Append ``ref`` (already stored if durable) and try to deliver."""
-        self.buckets[ref.message.priority].append(ref)
-        self._queued += 1
         if count:
             self.messages_added += 1
         self.used = True
-        if deliver and self.consumers:
+        consumers = self.consumers
+        if (
+            deliver
+            and consumers
+            and not self._queued
+            and not self._delivering
+            and not self._filtered_consumers
+            and self.enabled
+            and not ref.message.expiration
+        ):
+            # nothing is waiting ahead of it: hand it straight to a consumer (the common case
+            # of a queue whose consumers keep up), skipping the buckets
+            self._delivering = True
+            try:
+                taken = self._offer(ref, consumers) is not None
+            finally:
+                self._delivering = False
+            if taken:
+                if self._deliver_again:
+                    self.deliver()
+                return
+        self.buckets[ref.message.priority].append(ref)
+        self._queued += 1
+        if deliver and consumers:
             self.deliver()
 
     def add_head(self, ref: MessageReference) -> None:
@@ -367,28 +388,35 @@ class Queue:
     def _offer(self, ref: MessageReference, consumers: list[ServerConsumer]) -> ServerConsumer | None:
         """Give ``ref`` to the next consumer that takes it; None when all are out of credit."""
         count = len(consumers)
+        if count == 0:
+            return None
         if self.exclusive:
-            candidates: range | list[int] = [0] if count else []
+            count = 1
+            start = 0
         else:
-            start = self._next_consumer % count if count else 0
-            candidates = [(start + i) % count for i in range(count)]
+            start = self._next_consumer % count
         excluded = ref.excluded
-        for index in candidates:
+        message = ref.message
+        for step in range(count):
+            index = start + step
+            if index >= count:
+                index -= count
             consumer = consumers[index]
-            if consumer.filter is not None and not consumer.filter.matches(ref.message):
+            if consumer.filter is not None and not consumer.filter.matches(message):
                 continue
             if excluded is not None and consumer.consumer_id in excluded:
                 continue
             ref.consumer = consumer
             # mark in flight before handing over: a deliverer may settle synchronously
-            consumer.in_flight[id(ref)] = ref
+            key = id(ref)
+            consumer.in_flight[key] = ref
             self.delivering_count += 1
             if consumer.deliverer.deliver(ref):
                 consumer.delivered_count += 1
                 if not self.exclusive:
                     self._next_consumer = index + 1
                 return consumer
-            if consumer.in_flight.pop(id(ref), None) is not None:
+            if consumer.in_flight.pop(key, None) is not None:
                 self.delivering_count -= 1
             ref.consumer = None
         return None

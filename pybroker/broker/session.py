@@ -77,11 +77,13 @@ class ServerSession:
             self.check(base, "send", queue)
             if len(self._send_checked) < 1000:
                 self._send_checked.add(address)
-        self.server.check_accepting()
-        if self.server.populate_validated_user and self.principal.user:
+        server = self.server
+        if not server.active:
+            server.check_accepting()
+        if server.populate_validated_user and self.principal.user:
             message.user = self.principal.user
         self.messages_sent += 1
-        return self.post_office.route(message, routing_type, auto_create=True)
+        return server.post_office.route(message, routing_type, auto_create=True)
 
     def check_send(self, address: str) -> None:
         base, queue = split_fqqn(address)

@@ -280,28 +280,29 @@ class ReceiverLink:
             pn_delivery_settle(delivery)
             return
         pending = pn_delivery_pending(delivery)
-        buffer = bytearray(pending)
-        if pending:
-            received = lib.pn_link_recv(ptr, ffi.from_buffer(buffer), pending)
-            if received < pending:
-                del buffer[max(received, 0) :]
+        handler = self.handler
+        scratch = handler.receive_buffer
+        if pending > len(scratch):
+            scratch = handler.receive_buffer = bytearray(max(pending, 2 * len(scratch)))
+        received = lib.pn_link_recv(ptr, ffi.from_buffer(scratch), pending) if pending else 0
+        chunk = bytes(memoryview(scratch)[: max(received, 0)])
         if pn_delivery_partial(delivery):
             if self.partial is None:
-                self.partial = buffer
+                self.partial = bytearray(chunk)
             else:
-                self.partial += buffer
-            limit = self.handler.max_message_size
+                self.partial += chunk
+            limit = handler.max_message_size
             if limit and len(self.partial) > limit:
                 self.partial = None
                 self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
                 pn_link_advance(ptr)
             return
         if self.partial is not None:
-            self.partial += buffer
+            self.partial += chunk
             data = bytes(self.partial)
             self.partial = None
         else:
-            data = bytes(buffer)
+            data = chunk
         pn_link_advance(ptr)
         if pn_link_credit(ptr) <= self.low_credits and not self.closed:
             pn_link_flow(ptr, self.credits - pn_link_credit(ptr))
@@ -708,6 +709,8 @@ class AMQPConnectionHandler:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick_deadline = 0
         self._logged_close = False
+        # transfers are read into this buffer and copied out once (grown on demand)
+        self.receive_buffer = bytearray(65536)
 
     # -- authentication --------------------------------------------------------------------
     def _authenticate(self, mechanism: str, user: str | None, password: str | None) -> Any:
