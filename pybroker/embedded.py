@@ -204,6 +204,13 @@ class Broker:
         self.server = server
         return server
 
+    def server_loaded(self, server: BrokerServer) -> None:
+        """The journal was replayed: let protocols restore their state (MQTT sessions and
+        retained messages start their timers and indexes now, not at the first connection)."""
+        from pybroker.protocol.mqtt.handler import registry_for
+
+        registry_for(server)
+
     def handler_factory(self, protocol: str, context: ConnectionContext) -> ProtocolHandler:
         server = self.server
         if server is None or not server.active:

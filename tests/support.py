@@ -59,7 +59,9 @@ def receive(port: int, address: str, count: int, *, capability: str | None = "qu
         bodies = []
         for _ in range(count):
             message = receiver.receive(timeout=timeout)
-            bodies.append(message.body)
+            body = message.body
+            # proton hands binary bodies out as views into its buffer: copy them now
+            bodies.append(bytes(body) if isinstance(body, memoryview) else body)
             receiver.accept()
         return bodies
     finally:

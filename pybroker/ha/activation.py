@@ -152,6 +152,7 @@ class Activation:
         try:
             await server.open_storage()
             recovered = await server.load_state()
+            broker.server_loaded(server)
             await server.activate()
             broker.build_acceptors()
             await broker.start_acceptors()

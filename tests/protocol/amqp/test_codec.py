@@ -587,10 +587,20 @@ def test_python_types_map_to_amqp_types() -> None:
     assert encode_value(uuid.UUID(int=3))[0] == 0x98
 
 
+class _Opaque:
+    """An unencodable value with a stable repr (pytest-xdist needs stable test ids)."""
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+_OPAQUE = _Opaque()
+
+
 @pytest.mark.parametrize(
     ("value", "error"),
     [
-        (object(), TypeError),
+        (_OPAQUE, TypeError),
         ({1, 2}, TypeError),
         (UByte(256), ValueError),
         (UByte(-1), ValueError),
@@ -612,7 +622,7 @@ def test_python_types_map_to_amqp_types() -> None:
         (Array("uint", [-1]), ValueError),
         (Array("array", [1]), TypeError),
         (Array("null", [1]), ValueError),
-        ([1, object()], TypeError),
+        ([1, _OPAQUE], TypeError),
         (Array("ulong", [2**64]), ValueError),
         (Array("int", [2**31]), ValueError),
         (Array("long", [2**63]), ValueError),

@@ -86,7 +86,10 @@ def _value_strategy(rule) -> st.SearchStrategy:  # noqa: ANN001 - a private _Rul
     if kind == 2:
         return st.integers(1 if name == "receive_maximum" else 0, 65_535)
     if kind == 3:
-        return st.integers(1 if name == "maximum_packet_size" else 0, 0xFFFF_FFFF)
+        if name == "maximum_packet_size":
+            # the largest packet MQTT can frame; paho refuses bigger limits
+            return st.integers(1, 268_435_455)
+        return st.integers(0, 0xFFFF_FFFF)
     if kind == 4:
         return st.integers(1, 268_435_455)
     if kind == 5:
