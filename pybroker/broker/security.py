@@ -87,7 +87,7 @@ class SecurityStore:
             return False
         allows = getattr(self._authenticator, "allows_anonymous", None)
         if allows is not None:
-            return bool(allows())
+            return bool(allows() if callable(allows) else allows)
         try:
             self._authenticator.authenticate(None, None)
         except SecurityError:

@@ -295,7 +295,9 @@ class _ProducerHandler(MessagingHandler):
         condition = event.transport.condition
         if self.error is None:
             self.error = f"{condition.name}: {condition.description}" if condition else "transport error"
-        event.connection.close()
+        if event.connection is not None:
+            event.connection.close()
+        self.finished = time.monotonic()
 
 
 def _payload(options: dict[str, Any]) -> bytes | str | None:
@@ -410,7 +412,9 @@ class _ConsumerHandler(MessagingHandler):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        event.connection.close()
+        if event.connection is not None:
+            event.connection.close()
+        self.finished = self.finished or time.monotonic()
 
 
 def _run_threads(handler_class: type, options: dict[str, Any], verb: str) -> int:

@@ -345,10 +345,8 @@ class SharedStoreBackupActivation(Activation):
     async def _become_backup(self) -> None:
         nm = self.node_manager
         await nm.start()
-        log.info("AMQ221032: Waiting to become backup node")
         self.state = ActivationState.WAITING
-        await nm.start_backup(self.timeout_ms)
-        log.info("AMQ221033: ** got backup lock")
+        await nm.start_backup(self.timeout_ms)  # logs AMQ221032 and AMQ221033
         log.info(
             "AMQ221109: pybroker Backup Server version %s [%s] started; waiting for primary to fail before activating",
             _version(),

@@ -752,11 +752,14 @@ class AMQPConnectionHandler:
         self._schedule_tick()
 
     def eof_received(self) -> None:
+        # an abrupt end makes proton report "framing error: connection aborted": not news
+        self._logged_close = True
         self.engine.read_eof()
         self._process()
         self._write_out()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._logged_close = True
         self.engine.read_eof()
         self._shutdown()
 
