@@ -155,3 +155,39 @@ def broker_process(args: list[str], **kwargs: Any) -> Iterator[BrokerProcess]:
         yield process
     finally:
         process.stop()
+
+
+def wait_for_log(path: str, pattern: str, *, timeout: float = 20.0, start: int = 0,
+                 process: subprocess.Popen | None = None) -> int:
+    """Wait until ``pattern`` appears in the file at ``path`` after byte ``start``; returns the
+    offset just past the line that matched (to wait for a later occurrence next)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                data = handle.read().decode(errors="replace")
+        except FileNotFoundError:
+            data = ""
+        index = data.find(pattern)
+        if index >= 0:
+            end = data.find("\n", index)
+            return start + len(data[: end if end >= 0 else len(data)].encode())
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited ({process.returncode}) before logging {pattern!r}:\n{data[-3000:]}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{pattern!r} not logged in {path} within {timeout} s:\n{data[-3000:]}")
+
+
+def run_cli(*args: str, cwd: str | None = None, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m pybroker <args>`` and return the completed process (stdout+stderr text)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pybroker", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"pybroker {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
