@@ -486,7 +486,7 @@ class SegmentSet:
         with self._lock:
             if self._data.get(segment.file_id) is segment:
                 del self._data[segment.file_id]
-        if False:
+        if invalidate and segment.state is not SegmentState.FREE:
             self.invalidate(segment)
         with self._lock:
             total = len(self._data) + len(self._free)

@@ -289,7 +289,7 @@ class Program:
         return "future", (future, sync, len(snapshots) - 1)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           database=None)
 @given(OPTIONS, st.lists(ROUND, min_size=1, max_size=3))
 def test_a_crash_loads_a_state_between_the_last_sync_and_the_crash(options, rounds):
