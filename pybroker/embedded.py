@@ -131,7 +131,9 @@ class Broker:
             return None
 
     # -- building blocks used by the activations --------------------------------------------
-    def build_storage(self, fence: Callable[[], None] | None = None) -> StorageManager:
+    def build_storage(
+        self, fence: Callable[[], None] | None = None, epoch: int = 0
+    ) -> StorageManager:
         configuration = self.configuration
         if self._storage_factory is not None:
             return self._storage_factory(configuration)
@@ -142,7 +144,7 @@ class Broker:
         except ImportError:  # pragma: no cover - storage issue not landed
             log.warning("persistent storage is not available in this build; running in memory")
             return MemoryStorageManager()
-        return JournalStorageManager(configuration, fence=fence)
+        return JournalStorageManager(configuration, fence=fence, epoch=epoch)
 
     def build_security(self) -> SecurityStore:
         configuration = self.configuration
@@ -174,7 +176,9 @@ class Broker:
             cache_size=configuration.authorization_cache_size,
         )
 
-    def build_server(self, fence: Callable[[], None] | None = None) -> BrokerServer:
+    def build_server(
+        self, fence: Callable[[], None] | None = None, epoch: int = 0
+    ) -> BrokerServer:
         from pybroker.protocol.amqp.message import AMQP_CODEC
 
         try:
@@ -195,7 +199,7 @@ class Broker:
         )
         server = BrokerServer(
             configuration,
-            storage=self.build_storage(fence),
+            storage=self.build_storage(fence, epoch),
             codecs=codecs,
             security=self.build_security(),
             address_settings=repository.match,

@@ -148,7 +148,7 @@ class Activation:
         """Build and start the broker core, then open the acceptors."""
         broker = self.broker
         self.state = ActivationState.ACTIVATING
-        server = broker.build_server(fence=self._fence())
+        server = broker.build_server(fence=self._fence(), epoch=self.epoch or 0)
         try:
             await server.open_storage()
             recovered = await server.load_state()
