@@ -169,52 +169,52 @@ async def test_restart_backup_false_stops_the_backup_after_failback(tmp_path):
     await primary.stop()
 
 
+async def _split_brain_round(tmp_path: Path, store: InMemorySharedStore, rng: random.Random, number: int) -> list[int]:
+    nodes = [_memory_broker(tmp_path / f"r{number}", f"p{i}", store, backup=False) for i in range(2)]
+    nodes += [_memory_broker(tmp_path / f"r{number}", f"b{i}", store, backup=True) for i in range(2)]
+    violations: list[int] = []
+
+    def active_count() -> int:
+        return sum(1 for node in nodes if node.active)
+
+    async def watch() -> None:
+        while True:
+            count = active_count()
+            if count > 1:
+                violations.append(count)
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    order = nodes[:]
+    rng.shuffle(order)
+    pending = []
+    for node in order:
+        # a primary blocks in start() until it holds the lock: start them as tasks
+        pending.append(asyncio.create_task(node.start()))
+        await asyncio.sleep(rng.uniform(0, 0.05))
+    await _until(lambda: active_count() == 1)
+    # fail the active one a few times; someone else must take over each time
+    for _ in range(3):
+        active = next(node for node in nodes if node.active)
+        await active.stop(failover=True)
+        if not any(n._running for n in nodes):
+            break
+        await _until(lambda: active_count() == 1 or not any(n._running for n in nodes), timeout=15)
+    for node in nodes:
+        await node.stop()
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    return violations
+
+
 async def test_split_brain_never_two_active(tmp_path):
-    """Two primaries and two backups on one store, started and stopped in random orders: at no
-    point are two brokers active."""
+    """Two primaries and two backups on one store, started in random orders and failed over
+    repeatedly: at no point are two brokers active."""
     rng = random.Random(20261201)
     store = InMemorySharedStore()
-    for round_number in range(4):
-        nodes = [
-            _memory_broker(tmp_path / f"r{round_number}", f"p{i}", store, backup=False) for i in range(2)
-        ] + [_memory_broker(tmp_path / f"r{round_number}", f"b{i}", store, backup=True) for i in range(2)]
-        started: list[Broker] = []
-        pending: list[asyncio.Task] = []
-
-        def active_count() -> int:
-            return sum(1 for node in nodes if node.active)
-
-        violations: list[int] = []
-
-        async def watch() -> None:
-            while True:
-                count = active_count()
-                if count > 1:
-                    violations.append(count)
-                await asyncio.sleep(0.002)
-
-        watcher = asyncio.create_task(watch())
-        order = nodes[:]
-        rng.shuffle(order)
-        for node in order:
-            # a primary blocks in start() until it holds the lock: start them as tasks
-            pending.append(asyncio.create_task(node.start()))
-            started.append(node)
-            await asyncio.sleep(rng.uniform(0, 0.05))
-        await _until(lambda: active_count() == 1)
-        # fail the active one a few times; someone else must take over each time
-        for _ in range(3):
-            active = next(node for node in nodes if node.active)
-            await active.stop(failover=True)
-            waiting = [n for n in nodes if n._running]
-            if not waiting:
-                break
-            await _until(lambda: active_count() == 1 or not any(n._running for n in nodes), timeout=15)
-        for node in nodes:
-            await node.stop()
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        assert violations == [], f"round {round_number}: {violations}"
+    for number in range(4):
+        violations = await _split_brain_round(tmp_path, store, rng, number)
+        assert violations == [], f"round {number}: {violations}"

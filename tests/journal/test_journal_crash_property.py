@@ -161,6 +161,7 @@ class Program:
         self.next_id = 1
         self.next_tx = 1
         self.slots: dict[int, int] = {}
+        self.background: list[asyncio.Future] = []
 
     async def run(self, rounds) -> None:
         model = Model()
@@ -182,6 +183,7 @@ class Program:
                     durable = max(durable, value)
             if ending == "close":
                 await asyncio.wait_for(journal.close(), TIMEOUT)
+                await self.settle()
                 journal, result = await self.reload()
                 assert state_of(result) == snapshots[-1]
                 await journal.close()
@@ -190,6 +192,7 @@ class Program:
             pending = self.files.pending_operations
             self.files = self.files.crash(keep=pending * keep_fraction // 1000, torn_bytes=torn)
             await asyncio.wait_for(journal.close(), TIMEOUT)  # its files are gone: it just stops
+            await self.settle()
             journal, result = await self.reload()
             state = state_of(result)
             assert state in snapshots[durable:], (
@@ -199,6 +202,15 @@ class Program:
             await journal.close()
             model = Model.from_state(state)
             self.slots.clear()
+
+    async def settle(self) -> None:
+        """Collect the background compactions (after a crash they fail: no files)."""
+        for task in self.background:
+            try:
+                await asyncio.wait_for(task, TIMEOUT)
+            except JournalError:
+                pass
+        self.background.clear()
 
     async def reload(self):
         journal = await Journal.open(DIRECTORY, self.options, self.files)
@@ -218,7 +230,10 @@ class Program:
             await asyncio.wait_for(future, TIMEOUT)
             return ("durable", index) if durable else None
         if name == "compact":
-            await asyncio.wait_for(journal.compact(), TIMEOUT)
+            if choice % 2:
+                await asyncio.wait_for(journal.compact(), TIMEOUT)
+            else:  # in the background: the next steps run while it compacts
+                self.background.append(asyncio.ensure_future(journal.compact()))
             return None
         if name == "bad":
             # operations the journal must refuse, and the model agrees they are invalid
