@@ -208,6 +208,23 @@ class Broker:
         self.server = server
         return server
 
+    def preload(self) -> None:
+        """Import everything activation needs, so a backup's takeover does not pay for imports
+        (about 100 ms of the failover time otherwise)."""
+        import importlib
+
+        for module in (
+            "pybroker.storage.journal_storage",
+            "pybroker.broker.filter",
+            "pybroker.protocol.amqp.handler",
+            "pybroker.protocol.mqtt.handler",
+            "pybroker.protocol.mqtt.message",
+            "pybroker.protocol.stomp.handler",
+            "pybroker.protocol.stomp.message",
+            "pybroker.protocol.convert",
+        ):
+            importlib.import_module(module)
+
     def server_loaded(self, server: BrokerServer) -> None:
         """The journal was replayed: let protocols restore their state (MQTT sessions and
         retained messages start their timers and indexes now, not at the first connection)."""

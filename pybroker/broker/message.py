@@ -29,6 +29,9 @@ ACTUAL_EXPIRY = "_AMQ_ACTUAL_EXPIRY"
 
 DEFAULT_PRIORITY = 4
 
+_unpackb = msgpack.unpackb
+_new_message = object.__new__
+
 # Fixed per-message overhead used for memory accounting (object, slots, refs); the body length is
 # added to it. Paging limits (max-size-bytes) are computed from this estimate.
 MESSAGE_OVERHEAD_BYTES = 200
@@ -211,7 +214,8 @@ class Message:
         data: bytes,
         codecs: Mapping[str, MessageCodec] | Callable[[str], MessageCodec],
     ) -> Message:
-        """Inverse of :meth:`encode`; ``codecs`` maps protocol names to their codec."""
+        """Inverse of :meth:`encode`; ``codecs`` maps protocol names to their codec. Fills the
+        slots directly: recovery decodes every stored message, so this is on the failover path."""
         (
             _version,
             address,
@@ -226,27 +230,28 @@ class Message:
             annotations,
             extra,
             user,
-        ) = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        if callable(codecs):
-            codec = codecs(protocol)
-        else:
-            codec = codecs.get(protocol, NO_CODEC)
-        return cls(
-            message_id=message_id,
-            address=address,
-            body=body,
-            protocol=protocol,
-            codec=codec,
-            durable=durable,
-            priority=priority,
-            expiration=expiration,
-            timestamp=timestamp,
-            routing_type=None if routing is None else RoutingType(routing),
-            properties=props,
-            annotations=annotations,
-            extra=extra,
-            user=user,
-        )
+        ) = _unpackb(data, raw=False, strict_map_key=False, use_list=False)
+        codec = codecs(protocol) if callable(codecs) else codecs.get(protocol, NO_CODEC)
+        message = _new_message(cls)
+        message.message_id = message_id
+        message.address = address
+        message.body = body
+        message.protocol = protocol
+        message.codec = codec
+        message.durable = durable
+        message.priority = priority
+        message.expiration = expiration
+        message.timestamp = timestamp
+        message.routing_type = None if routing is None else RoutingType(routing)
+        message._properties = props
+        message.annotations = dict(annotations) if annotations else annotations
+        message.extra = dict(extra) if extra else extra
+        message.user = user
+        message.large = None
+        message.ref_count = 0
+        message.stored = False
+        message.size = MESSAGE_OVERHEAD_BYTES + len(body)
+        return message
 
     def __repr__(self) -> str:
         return (

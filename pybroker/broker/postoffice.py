@@ -570,13 +570,12 @@ class PostOffice:
             message.message_id = self.next_id()
         stored = False
         storage = self.storage
-        durable = message.durable and storage.persistent
-        for queue in targets:
-            if durable and queue.durable:
-                if not stored:
-                    storage.store_message(message.message_id, message.encode())
-                    stored = message.stored = True
-                storage.store_ref(message.message_id, queue.queue_id)
+        if message.durable and storage.persistent:
+            durable_queues = [queue.queue_id for queue in targets if queue.durable]
+            if durable_queues:
+                # one record: the message and every durable queue it went to
+                storage.store_message(message.message_id, message.encode(), durable_queues)
+                stored = message.stored = True
         message.ref_count += len(targets)
         for queue in targets:
             queue.add(MessageReference(message, queue))

@@ -270,6 +270,12 @@ class Queue:
         if deliver and consumers:
             self.deliver()
 
+    def restore(self, ref: MessageReference) -> None:
+        """Put back a reference recovered from storage (journal order; no delivery yet)."""
+        self.buckets[ref.message.priority].append(ref)
+        self._queued += 1
+        self.used = True
+
     def add_head(self, ref: MessageReference) -> None:
         self.buckets[ref.message.priority].appendleft(ref)
         self._queued += 1

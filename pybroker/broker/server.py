@@ -280,19 +280,23 @@ class BrokerServer:
             )
             by_id[record.queue_id] = queue
         count = 0
+        codecs = self.codecs
+        delete = self.storage.delete_message
         for recovered_message in recovered.messages:
-            message = Message.decode(recovered_message.message_id, recovered_message.data, self.codec)
-            message.stored = True
-            refs = [(by_id.get(queue_id), delivery_count) for queue_id, delivery_count in recovered_message.refs]
-            live = [(queue, dc) for queue, dc in refs if queue is not None]
+            live = [
+                (queue, delivery_count)
+                for queue_id, delivery_count in recovered_message.refs
+                if (queue := by_id.get(queue_id)) is not None
+            ]
             if not live:
                 # every queue it belonged to is gone
-                message.stored = False
-                self.storage.delete_message(message.message_id)
+                delete(recovered_message.message_id)
                 continue
+            message = Message.decode(recovered_message.message_id, recovered_message.data, codecs)
+            message.stored = True
             message.ref_count = len(live)
             for queue, delivery_count in live:
-                queue.add(MessageReference(message, queue, delivery_count), deliver=False, count=False)
+                queue.restore(MessageReference(message, queue, delivery_count))
             count += 1
         self.recovered_messages = count
         for address, entries in recovered.duplicate_ids.items():

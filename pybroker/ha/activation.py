@@ -337,6 +337,7 @@ class SharedStoreBackupActivation(Activation):
         self.failbacks = 0
 
     async def start(self) -> None:
+        self.broker.preload()
         await self._become_backup()
         self._loop_task = asyncio.get_running_loop().create_task(
             self._run(), name="backup-activation"

@@ -10,8 +10,10 @@ bindings journal (``bindings-directory``, 1 MiB files)
     50 KEY_VALUE       add/update  (namespace, key, value) for protocols (MQTT sessions, ...)
 
 message journal (``journal-directory``)
-    45 ADD_MESSAGE           add     id = message id; the encoded message
-    32 ADD_REF               update  the message was routed to a queue
+    45 ADD_MESSAGE           add     id = message id; the queues it was routed to and the
+                                     encoded message (one record per durable send, so replay
+                                     reads one record per message)
+    32 ADD_REF               update  the message was routed to one more queue
     33 ACKNOWLEDGE_REF       update  one queue is done with it (the last ack deletes instead)
     34 UPDATE_DELIVERY_COUNT update  (queue, count) after a failed delivery
     37 DUPLICATE_ID          add     (address, duplicate id); deleted when it leaves the cache
@@ -29,7 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,30 @@ ID_BLOCK = 10_000
 BINDINGS_FILE_SIZE = 1_048_576
 
 _pack = msgpack.Packer(use_bin_type=True).pack
+_QUEUE_COUNT = struct.Struct(">H")
+
+
+_QUEUE_IDS = [struct.Struct(f">H{count}Q") for count in range(17)]
+
+
+def _queue_ids_struct(count: int) -> struct.Struct:
+    return _QUEUE_IDS[count] if count < len(_QUEUE_IDS) else struct.Struct(f">H{count}Q")
+
+
+def message_record(queue_ids: Sequence[int], data: bytes) -> bytes:
+    """ADD_MESSAGE body: ``u16 count | count x u64 queue id | encoded message``."""
+    count = len(queue_ids)
+    return _queue_ids_struct(count).pack(count, *queue_ids) + data
+
+
+def split_message_record(body: bytes) -> tuple[tuple[int, ...], bytes]:
+    """Inverse of :func:`message_record`."""
+    (count,) = _QUEUE_COUNT.unpack_from(body, 0)
+    layout = _queue_ids_struct(count)
+    end = layout.size
+    if len(body) < end:
+        raise StorageError(f"ADD_MESSAGE record of {len(body)} bytes is shorter than its {count} queue ids")
+    return layout.unpack_from(body, 0)[1:], body[end:]
 
 
 def _unpack(data: bytes) -> Any:
@@ -206,7 +233,8 @@ class JournalStorageManager:
                 max_id = record_id
             kind = record.user_type
             if kind == ADD_MESSAGE:
-                recovered = RecoveredMessage(record_id, record.body)
+                queue_ids, data = split_message_record(record.body)
+                recovered = RecoveredMessage(record_id, data, [(queue_id, 0) for queue_id in queue_ids])
                 by_id[record_id] = recovered
                 state.messages.append(recovered)
             elif kind == ADD_REF:
@@ -276,8 +304,10 @@ class JournalStorageManager:
             raise StorageError("storage is not started")
         return journal
 
-    def store_message(self, message_id: int, data: bytes) -> None:
-        self._last = self._journal().append(message_id, ADD_MESSAGE, data, sync=True)
+    def store_message(self, message_id: int, data: bytes, queue_ids: Sequence[int]) -> None:
+        self._last = self._journal().append(
+            message_id, ADD_MESSAGE, message_record(queue_ids, data), sync=True
+        )
 
     def store_ref(self, message_id: int, queue_id: int) -> None:
         self._last = self._journal().update(message_id, ADD_REF, _pack(queue_id), sync=True)

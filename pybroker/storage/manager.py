@@ -16,7 +16,7 @@ Two implementations pass one shared test suite: :class:`MemoryStorageManager` (f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ class AddressRecord:
     auto_created: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class RecoveredMessage:
     message_id: int
     data: bytes
@@ -87,9 +87,13 @@ class StorageManager(Protocol):
         """A new id for a message, queue, address or record; unique across restarts."""
         ...
 
-    def store_message(self, message_id: int, data: bytes) -> None: ...
+    def store_message(self, message_id: int, data: bytes, queue_ids: Sequence[int]) -> None:
+        """Store a message routed to ``queue_ids`` (its durable queues), as one record."""
+        ...
 
-    def store_ref(self, message_id: int, queue_id: int) -> None: ...
+    def store_ref(self, message_id: int, queue_id: int) -> None:
+        """Add a queue to a stored message (a later routing of the same message)."""
+        ...
 
     def store_ack(self, message_id: int, queue_id: int, *, sync: bool = False) -> Awaitable[None] | None: ...
 
@@ -141,7 +145,7 @@ class MemoryStorageManager:
         self._next_id = value + 1
         return value
 
-    def store_message(self, message_id: int, data: bytes) -> None:
+    def store_message(self, message_id: int, data: bytes, queue_ids: Sequence[int]) -> None:
         return None
 
     def store_ref(self, message_id: int, queue_id: int) -> None:

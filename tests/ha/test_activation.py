@@ -126,7 +126,7 @@ async def test_fenced_journal_refuses_the_next_group_commit(tmp_path):
     await primary.start()
     storage = primary.server.storage
     store.set_epoch(primary.activation.epoch + 1)
-    storage.store_message(storage.next_id(), b"late")
+    storage.store_message(storage.next_id(), b"late", [1])
     with pytest.raises(Exception) as raised:
         await storage.durable()
     assert "epoch" in str(raised.value).lower() or "lost" in str(raised.value).lower()
