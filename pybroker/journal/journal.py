@@ -755,7 +755,10 @@ class Journal:
         self._preparer: threading.Thread | None = None
 
         self._compaction: _Compaction | None = None
-        self._compaction_task: asyncio.Task[None] | None = None
+        self._compaction_task: asyncio.Task[None] | None = None  # the automatic one
+        #: every compaction task; the journal owns them (close() waits for them)
+        self._compaction_tasks: set[asyncio.Task[None]] = set()
+        self._compaction_lock = asyncio.Lock()  # one compaction at a time
         self._compaction_blocked: str | None = None
         self._compactions = 0
 
@@ -841,12 +844,11 @@ class Journal:
             return
         self._state = _CLOSING
         self._usable = False
-        task = self._compaction_task
-        if task is not None and not task.done():
+        for task in list(self._compaction_tasks):
             try:
                 await asyncio.shield(task)
             except Exception:
-                pass  # logged by the compaction task itself
+                pass  # reported to its caller, or logged (automatic compaction)
         future = self._loop.create_future()
         with self._cond:
             if self._failure is None:
@@ -1513,12 +1515,23 @@ class Journal:
             return
         if self._tracker.live_bytes * 100 >= options.compact_percentage * files * self._file_size:
             return
-        self._compaction_task = self._loop.create_task(self._compact_logged(),
-                                                       name=f"compact {self._directory}")
+        self._compaction_task = self._start_compaction(self._compact_logged())
+
+    def _start_compaction(self, coroutine) -> asyncio.Task[None]:
+        task = self._loop.create_task(coroutine, name=f"compact {self._directory}")
+        self._compaction_tasks.add(task)
+        task.add_done_callback(self._compaction_tasks.discard)
+        return task
+
+    async def _compact_serialized(self) -> None:
+        async with self._compaction_lock:
+            if self._state is not _LOADED or self._failure is not None:
+                self._check_usable()
+            await self._run_compaction()
 
     async def _compact_logged(self) -> None:
         try:
-            await self._run_compaction()
+            await self._compact_serialized()
         except Exception as error:
             logger.error("journal %s: automatic compaction failed: %s", self._directory, error)
 
@@ -1530,16 +1543,9 @@ class Journal:
         crash at any point leaves a journal that loads to the same state.
         """
         self._check_usable()
-        task = self._compaction_task
-        if task is not None and not task.done():
-            try:
-                await asyncio.shield(task)
-            except Exception:
-                pass
-        self._check_usable()
-        task = self._compaction_task = self._loop.create_task(
-            self._run_compaction(), name=f"compact {self._directory}")
-        await asyncio.shield(task)
+        # A task of the journal's own, shielded: cancelling the caller does not stop a
+        # compaction half-way (its files would outlive the journal's knowledge of them).
+        await asyncio.shield(self._start_compaction(self._compact_serialized()))
 
     async def _run_compaction(self) -> None:
         if self._compaction_blocked is not None:
