@@ -88,6 +88,7 @@ class Message:
         "size",
         "stored",
         "timestamp",
+        "usage",
         "user",
     )
 
@@ -130,6 +131,8 @@ class Message:
         # True once the message record is in the journal: it must be deleted there when the
         # last reference goes, whichever queue that is
         self.stored = False
+        # the address memory account this message is counted in while in memory
+        self.usage = None
         self.size = MESSAGE_OVERHEAD_BYTES + len(body)
 
     @property
@@ -250,6 +253,7 @@ class Message:
         message.large = None
         message.ref_count = 0
         message.stored = False
+        message.usage = None
         message.size = MESSAGE_OVERHEAD_BYTES + len(body)
         return message
 

@@ -26,10 +26,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pybroker.config.model import AddressSettings, RoutingType, WildcardConfig
-from pybroker.errors import PyBrokerError
+from pybroker.errors import AddressFullError, PyBrokerError
 from pybroker.storage.manager import AddressRecord, QueueRecord, StorageManager
 
 from .addressing import AddressInfo, WildcardIndex, is_wildcard, split_fqqn
+from .limits import BLOCK, DROP, FAIL, PAGE, Limits
 from .message import (
     ACTUAL_EXPIRY,
     DUPLICATE_ID_PROPERTY,
@@ -59,14 +60,22 @@ class RouteResult:
     and ``durable``, an awaitable resolved once the message and its refs are on disk (None if
     nothing was stored)."""
 
-    __slots__ = ("duplicate", "durable", "queues")
+    __slots__ = ("dropped", "duplicate", "durable", "paged", "queues")
 
     def __init__(
-        self, queues: int = 0, duplicate: bool = False, durable: Awaitable[None] | None = None
+        self,
+        queues: int = 0,
+        duplicate: bool = False,
+        durable: Awaitable[None] | None = None,
+        *,
+        dropped: bool = False,
+        paged: bool = False,
     ) -> None:
         self.queues = queues
         self.duplicate = duplicate
         self.durable = durable
+        self.dropped = dropped
+        self.paged = paged
 
     def __repr__(self) -> str:
         return f"RouteResult(queues={self.queues}, duplicate={self.duplicate}, durable={self.durable!r})"
@@ -121,8 +130,12 @@ class PostOffice:
         id_cache_size: int = 20000,
         persist_id_cache: bool = True,
         filter_factory: Callable[[str], Filter] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.storage = storage
+        self.limits = limits if limits is not None else Limits(settings=address_settings)
+        # set by the server when paging is available: address -> paging of that address
+        self.paging: object | None = None
         self._settings = address_settings
         self.wildcard_config = wildcard
         self.ids = ids
@@ -167,6 +180,10 @@ class PostOffice:
             elif queue.durable:
                 self.storage.store_ack(message.message_id, queue.queue_id)
         if message.ref_count <= 0:
+            usage = message.usage
+            if usage is not None:
+                message.usage = None
+                self.limits.remove(usage, message.size)
             self._release_large(message)
         if not queue.consumers and queue.auto_created:
             self._maybe_auto_delete(queue)
@@ -566,6 +583,29 @@ class PostOffice:
         if not targets:
             self.unrouted_count += 1
             return RouteResult()
+        limits = self.limits
+        usage = limits.usage(address)
+        if limits.disk_full or limits.global_over or usage.limited:
+            if limits.full(usage):
+                policy = usage.policy
+                if policy == FAIL or (limits.disk_full and policy != BLOCK):
+                    limits.refused += 1
+                    raise AddressFullError(
+                        f"AMQ229102: Address \"{address}\" is full. Message encode size = {message.size}B"
+                    )
+                if policy == DROP:
+                    limits.dropped += 1
+                    if not usage.blocked_logged:
+                        usage.blocked_logged = True
+                        log.warning("AMQ222039: Messages sent to address %s are being dropped: it is full", address)
+                    return RouteResult(dropped=True)
+                if policy == PAGE and self.paging is not None:
+                    if message.message_id == 0:
+                        message.message_id = self.next_id()
+                    return self.paging.page(message, targets, address)  # type: ignore[attr-defined]
+                # BLOCK: accepted; the protocols hold their producers back (can_send)
+            elif usage.blocked_logged:
+                usage.blocked_logged = False
         if message.message_id == 0:
             message.message_id = self.next_id()
         stored = False
@@ -577,12 +617,47 @@ class PostOffice:
                 storage.store_message(message.message_id, message.encode(), durable_queues)
                 stored = message.stored = True
         message.ref_count += len(targets)
+        if message.usage is None:
+            message.usage = usage
+            limits.add(usage, message.size)
         for queue in targets:
             queue.add(MessageReference(message, queue))
         self.routed_count += 1
         if not stored and len(targets) == 1:
             return _ROUTED_TO_ONE
         return RouteResult(queues=len(targets), durable=storage.durable() if stored else None)
+
+    # -- flow control ------------------------------------------------------------------------
+    def can_send(self, address: str | None) -> bool:
+        """False while producers to ``address`` must wait (BLOCK policy over its limit, or the
+        disk or global limit reached); protocols withhold credit / stop reading then."""
+        limits = self.limits
+        if limits.disk_full:
+            return False
+        if address is None:
+            return not limits.global_over
+        usage = limits.usage(address)
+        if not limits.full(usage):
+            return True
+        policy = usage.policy
+        if policy == PAGE and self.paging is not None:
+            return True
+        return policy != BLOCK
+
+    def when_free(self, address: str | None, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when producers to ``address`` may send again."""
+        limits = self.limits
+        if address is None or limits.disk_full or limits.global_over:
+            limits.when_free(None, callback)
+        else:
+            limits.when_free(limits.usage(address), callback)
+
+    def account(self, message: Message) -> None:
+        """Count a message restored from storage in its address's memory usage."""
+        if message.usage is None:
+            usage = self.limits.usage(message.address)
+            message.usage = usage
+            self.limits.add(usage, message.size)
 
     def _has_anycast(self, address: str) -> bool:
         return any(q.routing_type is RoutingType.ANYCAST for q in self.bindings.get(address, ()))

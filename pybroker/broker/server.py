@@ -31,6 +31,7 @@ from pybroker.config.model import AddressSettings, Configuration, RoutingType
 from pybroker.errors import PyBrokerError
 from pybroker.storage.manager import MemoryStorageManager, RecoveredState, StorageManager
 
+from .limits import Limits
 from .message import NO_CODEC, IdGenerator, Message, MessageCodec, MessageReference
 from .postoffice import PostOffice
 from .queue import Filter
@@ -116,6 +117,11 @@ class BrokerServer:
             id_cache_size=configuration.id_cache_size,
             persist_id_cache=configuration.persist_id_cache,
             filter_factory=filter_factory,
+            limits=Limits(
+                global_max_size=configuration.global_max_size,
+                global_max_messages=configuration.global_max_messages,
+                settings=address_settings,
+            ),
         )
         self.state = ServerState.CREATED
         self.sessions: dict[int, ServerSession] = {}
@@ -158,6 +164,8 @@ class BrokerServer:
         loop = asyncio.get_running_loop()
         self._services.append(loop.create_task(self._expiry_scanner(), name="expiry-scanner"))
         self._services.append(loop.create_task(self._auto_delete_scanner(), name="auto-delete-scanner"))
+        if self.storage.persistent and self.configuration.disk_scan_period > 0:
+            self._services.append(loop.create_task(self._disk_scanner(), name="disk-scanner"))
         # queues recovered with messages and no consumers yet: nothing to do until consumers come
 
     async def stop(self) -> None:
@@ -295,6 +303,7 @@ class BrokerServer:
             message = Message.decode(recovered_message.message_id, recovered_message.data, codecs)
             message.stored = True
             message.ref_count = len(live)
+            post_office.account(message)
             for queue, delivery_count in live:
                 queue.restore(MessageReference(message, queue, delivery_count))
             count += 1
@@ -324,6 +333,29 @@ class BrokerServer:
                 self.post_office.auto_delete_scan()
             except Exception:  # noqa: BLE001
                 log.exception("auto-delete scan failed")
+
+    async def _disk_scanner(self) -> None:
+        """max-disk-usage / min-disk-free: block producers while the store's disk is full."""
+        import shutil
+
+        configuration = self.configuration
+        directory = str(configuration.journal_directory)
+        period = configuration.disk_scan_period / 1000.0
+        while True:
+            try:
+                usage = await asyncio.to_thread(shutil.disk_usage, directory)
+                used_percent = 100.0 * (usage.total - usage.free) / usage.total if usage.total else 0.0
+                full = (
+                    configuration.min_disk_free >= 0 and usage.free < configuration.min_disk_free
+                ) or (
+                    configuration.min_disk_free < 0
+                    and 0 <= configuration.max_disk_usage < 100
+                    and used_percent > configuration.max_disk_usage
+                )
+                self.post_office.limits.disk_changed(full)
+            except OSError as error:
+                log.warning("disk scan of %s failed: %s", directory, error)
+            await asyncio.sleep(period)
 
     # -- statistics ------------------------------------------------------------------------
     def queue_statistics(self) -> dict[str, dict[str, int]]:

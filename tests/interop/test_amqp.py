@@ -101,7 +101,9 @@ async def test_wildcard_subscription_receives_matching_addresses(pybroker_broker
         message = await asyncio.to_thread(receiver.receive, 5)
         assert message.body == "goal"
         await asyncio.to_thread(receiver.accept)
-        with pytest.raises(Exception):
+        from proton import Timeout
+
+        with pytest.raises(Timeout):
             await asyncio.to_thread(receiver.receive, 0.3)
     finally:
         await asyncio.to_thread(connection.close)

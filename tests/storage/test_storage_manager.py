@@ -148,6 +148,8 @@ async def test_durable_fails_when_the_disk_fails(factory):
     queue_id = storage.next_id()
     factory.holder["files"].inject_fault(0, kinds={"datasync", "fullsync"}, permanent=True)
     storage.store_message(storage.next_id(), b"z", [queue_id])
-    with pytest.raises(Exception):
+    from pybroker.errors import JournalError
+
+    with pytest.raises(JournalError):
         await asyncio.wait_for(storage.durable(), 10)
     await storage.stop()

@@ -195,6 +195,7 @@ class ReceiverLink:
 
     __slots__ = (
         "address",
+        "blocked",
         "closed",
         "credits",
         "explicit_routing",
@@ -218,6 +219,7 @@ class ReceiverLink:
         self.low_credits = handler.low_credits
         self.partial: bytearray | None = None
         self.closed = False
+        self.blocked = False
         self.transaction_coordinator = False
 
     def open(self) -> None:
@@ -261,7 +263,27 @@ class ReceiverLink:
             link.target.address = self.address
         link.rcv_settle_mode = Link.RCV_FIRST
         link.open()
-        link.flow(self.credits)
+        self.grant_credit()
+
+    def grant_credit(self) -> None:
+        """Top the link's credit up to ``amqpCredits``, unless the address is full with the
+        BLOCK policy: then wait (Artemis withholds credit the same way) until it has room."""
+        if self.closed or self.handler.closed:
+            return
+        post_office = self.session.server_session.post_office
+        if not post_office.can_send(self.address):
+            if not self.blocked:
+                self.blocked = True
+                post_office.when_free(self.address, self._unblocked)
+            return
+        credit = pn_link_credit(self.ptr)
+        if credit < self.credits:
+            pn_link_flow(self.ptr, self.credits - credit)
+
+    def _unblocked(self) -> None:
+        self.blocked = False
+        self.grant_credit()
+        self.handler.want_flush()
 
     def _implicit(self, address: str) -> RoutingType | None:
         info = self.session.server_session.post_office.addresses.get(address)
@@ -304,8 +326,8 @@ class ReceiverLink:
         else:
             data = chunk
         pn_link_advance(ptr)
-        if pn_link_credit(ptr) <= self.low_credits and not self.closed:
-            pn_link_flow(ptr, self.credits - pn_link_credit(ptr))
+        if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
+            self.grant_credit()
         self._route(delivery, data)
 
     def _route(self, delivery: Any, data: bytes) -> None:
