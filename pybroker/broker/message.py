@@ -233,7 +233,7 @@ class Message:
             annotations,
             extra,
             user,
-        ) = _unpackb(data, raw=False, strict_map_key=False, use_list=False)
+        ) = _unpackb(data, raw=False, strict_map_key=False)
         codec = codecs(protocol) if callable(codecs) else codecs.get(protocol, NO_CODEC)
         message = _new_message(cls)
         message.message_id = message_id
