@@ -77,8 +77,10 @@ class RecordingStorage:
         self.disk.next_id += 1
         return self.disk.next_id
 
-    def store_message(self, message_id: int, data: bytes) -> None:
+    def store_message(self, message_id: int, data: bytes, queue_ids=()) -> None:
         self.disk.messages[message_id] = data
+        for queue_id in queue_ids:
+            self.store_ref(message_id, queue_id)
 
     def store_ref(self, message_id: int, queue_id: int) -> None:
         self.disk.refs.setdefault(message_id, {})[queue_id] = 0
