@@ -109,6 +109,7 @@ def read_control(segments: SegmentSet) -> CompactionControl | None:
 
 def write_control(segments: SegmentSet, control: CompactionControl) -> None:
     """Write the control file crash-atomically."""
+    segments.check_guard()
     write_small_file_atomically(segments.files, segments.directory / control_name(segments.stem),
                                 control.encode())
 
@@ -117,6 +118,7 @@ def remove_control(segments: SegmentSet) -> None:
     """Remove the control file durably."""
     path = segments.directory / control_name(segments.stem)
     if segments.files.exists(path):
+        segments.check_guard()
         segments.files.remove(path)
         segments.files.sync_directory(segments.directory)
 
@@ -177,6 +179,7 @@ class CompactionCleanupError(JournalError):
 
 def _undo(segments: SegmentSet, outputs: list[Segment], cause: BaseException) -> None:
     try:
+        segments.check_guard()  # fenced: leave everything to the next open
         for segment in outputs:
             segment.handle.close()
             segments.files.remove(segment.path)

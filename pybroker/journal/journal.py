@@ -773,8 +773,11 @@ class Journal:
         undone, and every segment's size and header are checked (a file whose size is not
         ``file_size`` is an error). ``epoch`` goes into every new segment and record; a
         segment written with a newer epoch makes :meth:`load` fail (a newer broker owns the
-        journal). ``fence`` is called in the writer thread before each batch is written; if it
-        raises, the journal stops with that exception.
+        journal). ``fence`` is called before the journal writes anything to the directory: in
+        the writer thread before each batch, and before each step of a compaction, of file
+        preparation and of load's repairs (so it must be thread-safe and cheap). If it
+        raises, nothing more is written and every pending and later call fails with that
+        exception.
         """
         _check_id("epoch", epoch)
         files = files if files is not None else OSFileFactory()
@@ -787,7 +790,8 @@ class Journal:
         def blocking() -> SegmentSet:
             segments = SegmentSet.open(files, directory, options.name, options.file_size,
                                        min_files=options.min_files,
-                                       pool_files=options.pool_files, datasync=options.datasync)
+                                       pool_files=options.pool_files, datasync=options.datasync,
+                                       guard=fence)
             try:
                 compactor.recover_interrupted(segments)
             except BaseException:
@@ -1250,6 +1254,8 @@ class Journal:
         while True:
             with cond:
                 while not batches:
+                    if self._failure is not None:  # failed elsewhere (fence, compaction)
+                        return
                     self._writer_idle = True
                     cond.wait()
                 self._writer_idle = False
@@ -1383,7 +1389,15 @@ class Journal:
                 self._spare_wanted = False
                 self._spare_idle = False
             try:
-                if not self._segments.has_free():
+                if self._fence is not None:
+                    self._fence()
+            except BaseException as error:
+                logger.error("journal %s: fenced, nothing more is written: %s",
+                             self._directory, error)
+                self._fail(error)
+                continue
+            try:
+                if not self._segments.has_free() and self._failure is None:
                     self._segments.create_free()
             except Exception as error:  # the writer creates files itself, and reports errors
                 logger.warning("journal %s: could not prepare a spare file: %s",
@@ -1420,13 +1434,15 @@ class Journal:
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
-    def _fail(self, error: BaseException, batch: _Batch) -> None:
+    def _fail(self, error: BaseException, batch: _Batch | None = None) -> None:
+        """Fail the journal (any thread): pending and later calls fail with the error."""
         with self._cond:
             if self._failure is None:
                 self._failure = error
             self._usable = False
-            pending = [batch, *self._batches]
+            pending = [batch, *self._batches] if batch is not None else list(self._batches)
             self._batches.clear()
+            self._cond.notify_all()
         futures = [future for item in pending
                    for future in (*item.write_futures, *item.sync_futures)]
         if futures:
@@ -1465,6 +1481,7 @@ class Journal:
                 logger.warning("journal %s: torn tail at offset %d (%s: %s): dropping %d bytes",
                                segment.path, scan.stop, damage.kind.value, damage.detail,
                                scan.dirty_bytes)
+                self._segments.check_guard()
                 segment.handle.pwrite(bytes(scan.dirty_bytes), scan.stop)
                 segment.handle.datasync()
             replay.feed(segment.file_id, scan.bodies, scan.sizes)
@@ -1567,6 +1584,7 @@ class Journal:
                 None, self._compact_blocking, input_segments, first, last)
         except BaseException as error:
             self._compaction = None
+            self._raise_if_fenced(error)
             if isinstance(error, compactor.CompactionCleanupError):
                 self._compaction_blocked = str(error)
             if isinstance(error, JournalError):
@@ -1587,6 +1605,7 @@ class Journal:
         try:
             await loop.run_in_executor(None, compactor.finish, self._segments, replaced)
         except Exception as error:
+            self._raise_if_fenced(error)
             self._compaction_blocked = (
                 f"journal {self._directory}: freeing the files replaced by a compaction failed "
                 f"({error}); compaction is off until the journal is reopened")
@@ -1594,6 +1613,16 @@ class Journal:
         finally:
             if self._state is _LOADED and self._failure is None:
                 self._reclaim_heads()
+
+    def _raise_if_fenced(self, error: BaseException) -> None:
+        """After a compaction error: if the fence says we are stale, fail with its exception."""
+        if self._fence is None or not isinstance(error, Exception):
+            return
+        try:
+            self._fence()
+        except BaseException as fenced:  # a stale owner: stop everything, touch nothing more
+            self._fail(fenced)
+            raise fenced from error
 
     def _compact_blocking(self, inputs: list[Segment], first: int,
                           last: int) -> tuple[list[Segment], _Tracker]:

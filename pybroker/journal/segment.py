@@ -175,6 +175,9 @@ def create_file_atomically(files: FileFactory, path: Path, size: int, header: by
         if header:
             handle.pwrite(header, 0)
         handle.fullsync()
+        if files.exists(path):  # two writers in one directory: never replace a segment
+            raise JournalError(f"{path}: exists already; is another broker writing this "
+                               "journal?")
         files.rename(temporary, path)
         files.sync_directory(path.parent)
     except BaseException:
@@ -286,8 +289,11 @@ class SegmentSet:
     """
 
     def __init__(self, files: FileFactory, directory: Path, stem: str, file_size: int, *,
-                 min_files: int, pool_files: int, datasync: bool) -> None:
+                 min_files: int, pool_files: int, datasync: bool,
+                 guard: Callable[[], None] | None = None) -> None:
         self.files = files
+        #: called before every change this set makes to the directory (the journal's fence)
+        self.guard = guard
         self.directory = directory
         self.stem = stem
         self.file_size = file_size
@@ -307,10 +313,12 @@ class SegmentSet:
 
     @classmethod
     def open(cls, files: FileFactory, directory: Path, stem: str, file_size: int, *,
-             min_files: int, pool_files: int, datasync: bool) -> SegmentSet:
+             min_files: int, pool_files: int, datasync: bool,
+             guard: Callable[[], None] | None = None) -> SegmentSet:
         """List ``directory``: clean temporary files, check sizes, read every header."""
         segments = cls(files, directory, stem, file_size, min_files=min_files,
-                       pool_files=pool_files, datasync=datasync)
+                       pool_files=pool_files, datasync=datasync, guard=guard)
+        segments.check_guard()
         files.make_directory(directory)
         removed = False
         found: list[tuple[int, str]] = []
@@ -364,6 +372,11 @@ class SegmentSet:
             files.sync_directory(directory)
         return segments
 
+    def check_guard(self) -> None:
+        """Raise if this journal may no longer change its directory (fenced)."""
+        if self.guard is not None:
+            self.guard()
+
     # -- queries
 
     def data_ids(self) -> list[int]:
@@ -396,6 +409,7 @@ class SegmentSet:
 
     def create_free(self) -> Segment:
         """Create a new pool file (FREE header)."""
+        self.check_guard()
         number = self._allocate_number()
         path = self.directory / segment_name(self.stem, number)
         header = SegmentHeader(SegmentState.FREE, 0, 0)
@@ -409,6 +423,7 @@ class SegmentSet:
 
     def create_data(self, file_id: int, epoch: int, *, register: bool = True) -> Segment:
         """Create a new file whose header is DATA ``file_id``/``epoch`` (compaction, recover)."""
+        self.check_guard()
         number = self._allocate_number()
         path = self.directory / segment_name(self.stem, number)
         handle = create_file_atomically(self.files, path, self.file_size,
@@ -436,6 +451,7 @@ class SegmentSet:
 
         The header is fdatasynced before this returns (see the module invariants).
         """
+        self.check_guard()
         with self._lock:
             segment = self._free.popleft() if self._free else None
         if segment is None:
@@ -472,6 +488,7 @@ class SegmentSet:
 
     def invalidate(self, segment: Segment) -> None:
         """Rewrite the header to FREE (keeping the last id) and fdatasync it."""
+        self.check_guard()
         segment.handle.pwrite(encode_header(SegmentState.FREE, segment.file_id, segment.epoch), 0)
         if self.datasync:
             segment.handle.datasync()
@@ -496,6 +513,7 @@ class SegmentSet:
                 self._free.append(segment)
                 return
         segment.handle.close()
+        self.check_guard()
         self.files.remove(segment.path)
         self.deleted_files += 1
 

@@ -468,10 +468,14 @@ async def test_fence_stops_the_journal_with_its_exception(store):
 
 
 async def test_unawaited_failures_are_not_logged_one_by_one(store, caplog):
+    armed = asyncio.Event()
+
     def fence():
-        raise LockLostError("fenced")
+        if armed.is_set():
+            raise LockLostError("fenced")
 
     journal, _ = await store.open_loaded(fence=fence)
+    armed.set()
     for index in range(1, 50):
         journal.append(index, 1, b"x", sync=False)
     with pytest.raises(LockLostError):
@@ -526,3 +530,11 @@ async def test_open_creates_the_directory(store):
     journal = await Journal.open(store.directory / "deeper", SMALL, store.files)
     assert store.files.exists(store.directory / "deeper")
     await journal.close()
+
+
+async def test_a_fenced_broker_cannot_open_the_journal(store):
+    def fence():
+        raise LockLostError("epoch 7 owns the shared store")
+
+    with pytest.raises(LockLostError, match="epoch 7"):
+        await store.open(fence=fence)

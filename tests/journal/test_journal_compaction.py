@@ -269,3 +269,65 @@ async def test_a_compaction_error_does_not_stop_the_journal(memory_store):
     assert journal.statistics().compactions == 1
     await journal.close()
 
+
+
+class SteppedFence:
+    """A fence that starts raising after ``allowed`` calls once armed, and notes how many
+    I/O operations the memory file system had seen at that moment."""
+
+    def __init__(self, files) -> None:
+        self.files = files
+        self.allowed: int | None = None
+        self.calls = 0
+        self.fired_at: int | None = None
+
+    def __call__(self) -> None:
+        from pybroker.errors import LockLostError
+
+        if self.allowed is None:
+            return
+        self.calls += 1
+        if self.calls > self.allowed:
+            if self.fired_at is None:
+                self.fired_at = self.files.statistics.operations
+            raise LockLostError("a newer epoch owns the journal")
+
+
+async def test_a_fence_stops_compaction_at_every_step_and_nothing_is_written_after():
+    from pathlib import Path
+
+    from pybroker.errors import LockLostError
+    from pybroker.journal import MemoryFileFactory
+
+    expected = None
+    for step in range(-1, 100):
+        files = MemoryFileFactory()
+        files.make_directory(Path("/f"))
+        store = Store("memory", files, Path("/f"))
+        fence = SteppedFence(files)
+        journal = await Journal.open(store.directory, OPTIONS, files, fence=fence)
+        await bounded(journal.load())
+        build(journal)
+        await quiesce(journal)
+        if expected is None:  # the state every fenced compaction must leave
+            await journal.close()
+            expected = await reopened_state(store)
+            continue
+        fence.allowed = step
+        try:
+            await bounded(journal.compact())
+            outcome = "compacted"
+        except LockLostError:
+            outcome = "fenced"
+            with pytest.raises(LockLostError):
+                journal.append(10**6, 1, b"refused", sync=False)
+        await bounded(journal.close())
+        if fence.fired_at is not None:
+            assert files.statistics.operations == fence.fired_at, "wrote after the fence"
+        fence.allowed = None
+        assert await reopened_state(store) == expected, step
+        if outcome == "compacted" and fence.fired_at is None:
+            break
+    else:
+        pytest.fail("the compaction never completed")
+    assert step > 3
