@@ -1335,10 +1335,15 @@ class Journal:
             if futures:
                 self._call(loop, _resolve, futures)
         except Exception as error:
-            failure = JournalError(f"journal {self._directory}: {operation} failed on {path}: "
-                                   f"{error}; the journal stops (no retry after a failed write "
-                                   "or sync)")
+            failure: BaseException = JournalError(
+                f"journal {self._directory}: {operation} failed on {path}: {error}; the journal "
+                "stops (no retry after a failed write or sync)")
             failure.__cause__ = error
+            if self._fence is not None:  # the segment set's guard may have fenced us
+                try:
+                    self._fence()
+                except BaseException as fenced:
+                    failure = fenced
             logger.error("%s", failure)
             self._fail(failure, batch)
             return False
