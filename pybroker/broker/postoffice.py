@@ -169,10 +169,15 @@ class PostOffice:
             return self.ids.next()
         return self.storage.next_id()
 
-    def acknowledged(self, queue: Queue, ref: MessageReference) -> None:
+    def acknowledged(self, queue: Queue, ref: MessageReference, *, write: bool = True) -> None:
+        """The queue is done with ``ref``; ``write=False`` when a transaction already wrote the
+        storage records for it."""
         message = ref.message
         message.ref_count -= 1
-        if message.stored:
+        if message.stored and not write:
+            if message.ref_count <= 0:
+                message.stored = False
+        elif message.stored:
             if message.ref_count <= 0:
                 # the delete record implies every ack: one record for the common single-queue case
                 message.stored = False
@@ -537,49 +542,9 @@ class PostOffice:
         auto_create: bool = True,
     ) -> RouteResult:
         """Route ``message`` to its queues; stores it first when it is durable."""
-        address, queue_name = split_fqqn(message.address)
-        if queue_name is not None:
-            queue = self.queues.get(queue_name)
-            if queue is None or queue.address != address:
-                raise AddressNotFoundError(f"queue {message.address!r} does not exist")
-            message.address = address
-            targets = [queue] if queue.filter is None or queue.filter.matches(message) else []
-        else:
-            targets = self._targets(address, routing_type, message)
-            if not targets:
-                info = self.addresses.get(address)
-                if info is None or (
-                    routing_type is RoutingType.ANYCAST and not self._has_anycast(address)
-                ):
-                    if auto_create:
-                        info = self.address_query(address, routing_type, auto_create=True)
-                    if info is None:
-                        raise AddressNotFoundError(
-                            f"address {address!r} does not exist and auto-create-addresses is false"
-                        )
-                    targets = self._targets(address, routing_type, message)
-
-        props = message._properties
-        duplicate = (
-            props.get(DUPLICATE_ID_PROPERTY) if props is not None else message.codec.duplicate_id(message)
-        )
-        dup_key = None if duplicate is None else _duplicate_key(duplicate)
-        if dup_key is not None:
-            cache = self._duplicate_caches.get(address)
-            if cache is None:
-                size = self._settings(address).id_cache_size or self._id_cache_size
-                cache = self._duplicate_caches[address] = DuplicateIDCache(size)
-            if dup_key in cache:
-                self.duplicate_count += 1
-                log.info("AMQ222059: Duplicate message detected - message will not be routed. Message information: id=%s address=%s", message.message_id, address)
-                return RouteResult(duplicate=True)
-            record_id = 0
-            if self._persist_id_cache and self.storage.persistent and message.durable:
-                record_id = self.storage.store_duplicate_id(address, dup_key)
-            evicted = cache.add(dup_key, record_id)
-            if evicted and self.storage.persistent:
-                self.storage.delete_duplicate_id(evicted)
-
+        address, targets = self.resolve(message, routing_type, auto_create=auto_create)
+        if self._is_duplicate(message, address):
+            return RouteResult(duplicate=True)
         if not targets:
             self.unrouted_count += 1
             return RouteResult()
@@ -616,16 +581,76 @@ class PostOffice:
                 # one record: the message and every durable queue it went to
                 storage.store_message(message.message_id, message.encode(), durable_queues)
                 stored = message.stored = True
-        message.ref_count += len(targets)
-        if message.usage is None:
-            message.usage = usage
-            limits.add(usage, message.size)
-        for queue in targets:
-            queue.add(MessageReference(message, queue))
-        self.routed_count += 1
+        self.deliver_routed(message, targets, usage)
         if not stored and len(targets) == 1:
             return _ROUTED_TO_ONE
         return RouteResult(queues=len(targets), durable=storage.durable() if stored else None)
+
+    def resolve(
+        self, message: Message, routing_type: RoutingType | None, *, auto_create: bool = True
+    ) -> tuple[str, list[Queue]]:
+        """The address and the queues ``message`` goes to (auto-creating per settings)."""
+        address, queue_name = split_fqqn(message.address)
+        if queue_name is not None:
+            queue = self.queues.get(queue_name)
+            if queue is None or queue.address != address:
+                raise AddressNotFoundError(f"queue {message.address!r} does not exist")
+            message.address = address
+            return address, [queue] if queue.filter is None or queue.filter.matches(message) else []
+        targets = self._targets(address, routing_type, message)
+        if not targets:
+            info = self.addresses.get(address)
+            if info is None or (routing_type is RoutingType.ANYCAST and not self._has_anycast(address)):
+                if auto_create:
+                    info = self.address_query(address, routing_type, auto_create=True)
+                if info is None:
+                    raise AddressNotFoundError(
+                        f"address {address!r} does not exist and auto-create-addresses is false"
+                    )
+                targets = self._targets(address, routing_type, message)
+        return address, targets
+
+    def _is_duplicate(self, message: Message, address: str) -> bool:
+        """Duplicate detection on ``_AMQ_DUPL_ID``; remembers the id when it is new."""
+        props = message._properties
+        duplicate = (
+            props.get(DUPLICATE_ID_PROPERTY) if props is not None else message.codec.duplicate_id(message)
+        )
+        if duplicate is None:
+            return False
+        dup_key = _duplicate_key(duplicate)
+        cache = self._duplicate_caches.get(address)
+        if cache is None:
+            size = self._settings(address).id_cache_size or self._id_cache_size
+            cache = self._duplicate_caches[address] = DuplicateIDCache(size)
+        if dup_key in cache:
+            self.duplicate_count += 1
+            log.info(
+                "AMQ222059: Duplicate message detected - message will not be routed. "
+                "Message information: id=%s address=%s",
+                message.message_id,
+                address,
+            )
+            return True
+        record_id = 0
+        if self._persist_id_cache and self.storage.persistent and message.durable:
+            record_id = self.storage.store_duplicate_id(address, dup_key)
+        evicted = cache.add(dup_key, record_id)
+        if evicted and self.storage.persistent:
+            self.storage.delete_duplicate_id(evicted)
+        return False
+
+    def deliver_routed(self, message: Message, targets: list[Queue], usage: Any = None) -> None:
+        """Put ``message`` (already stored if durable) into its target queues."""
+        message.ref_count += len(targets)
+        if message.usage is None:
+            if usage is None:
+                usage = self.limits.usage(message.address)
+            message.usage = usage
+            self.limits.add(usage, message.size)
+        for queue in targets:
+            queue.add(MessageReference(message, queue))
+        self.routed_count += 1
 
     # -- flow control ------------------------------------------------------------------------
     def can_send(self, address: str | None) -> bool:

@@ -67,7 +67,7 @@ class QueueContext(Protocol):
 
     def now_ms(self) -> int: ...
 
-    def acknowledged(self, queue: Queue, ref: MessageReference) -> None: ...
+    def acknowledged(self, queue: Queue, ref: MessageReference, *, write: bool = True) -> None: ...
 
     def delivery_failed(self, queue: Queue, ref: MessageReference) -> None: ...
 
@@ -494,14 +494,16 @@ class Queue:
         self.delivering_count -= 1
         return True
 
-    def acknowledge(self, ref: MessageReference) -> None:
-        """The consumer is done with ``ref``: remove it for good."""
+    def acknowledge(self, ref: MessageReference, *, write: bool = True) -> bool:
+        """The consumer is done with ``ref``: remove it for good. Returns False when it was not
+        in flight any more (settled twice, or returned by a consumer close)."""
         if ref.queue is not self:
             raise QueueError(f"reference {ref!r} does not belong to queue {self.name!r}")
         if not self._take_in_flight(ref):
-            return  # already settled (duplicate ack) or returned by a consumer close
+            return False
         self.messages_acknowledged += 1
-        self.context.acknowledged(self, ref)
+        self.context.acknowledged(self, ref, write=write)
+        return True
 
     def cancel(self, ref: MessageReference, *, failed: bool) -> None:
         """Return an in-flight reference to the queue (released / modified)."""

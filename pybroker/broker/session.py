@@ -21,6 +21,7 @@ from .message import Message
 from .postoffice import AddressNotFoundError, RouteResult
 from .queue import Deliverer, Queue, ServerConsumer
 from .security import Principal
+from .transaction import Transaction
 
 if TYPE_CHECKING:
     from .server import BrokerServer
@@ -56,6 +57,7 @@ class ServerSession:
         self.closed = False
         self._send_checked: set[str] = set()
         self.messages_sent = 0
+        self.transactions: dict[int, Transaction] = {}
 
     @property
     def post_office(self):
@@ -84,6 +86,35 @@ class ServerSession:
             message.user = self.principal.user
         self.messages_sent += 1
         return server.post_office.route(message, routing_type, auto_create=True)
+
+    # -- transactions ------------------------------------------------------------------------
+    def begin_transaction(self) -> Transaction:
+        """A new transaction: ``send_transacted`` / ``consumer`` acks enlist in it."""
+        storage = self.post_office.storage
+        transaction = Transaction(self.post_office, storage.begin_tx())
+        self.transactions[transaction.tx_id] = transaction
+        return transaction
+
+    def send_transacted(
+        self, transaction: Transaction, message: Message, routing_type: RoutingType | None = None
+    ) -> None:
+        """Check ``message`` now; it is routed when ``transaction`` commits."""
+        base, queue = split_fqqn(message.address)
+        self.check(base, "send", queue)
+        self.server.check_accepting()
+        if self.server.populate_validated_user and self.principal.user:
+            message.user = self.principal.user
+        transaction.send(message, routing_type)
+
+    async def commit(self, transaction: Transaction) -> None:
+        try:
+            await transaction.commit()
+        finally:
+            self.transactions.pop(transaction.tx_id, None)
+
+    def rollback(self, transaction: Transaction) -> None:
+        transaction.rollback()
+        self.transactions.pop(transaction.tx_id, None)
 
     def check_send(self, address: str) -> None:
         base, queue = split_fqqn(address)
@@ -216,9 +247,14 @@ class ServerSession:
         if self.closed:
             return
         self.closed = True
+        # consumers first: their unsettled messages (those enlisted in a transaction too) go
+        # back once, counted as failed deliveries; the rollback then finds nothing to return
         for consumer in list(self.consumers.values()):
             consumer.close(failed=failed)
         self.consumers.clear()
+        for transaction in list(self.transactions.values()):
+            transaction.rollback()
+        self.transactions.clear()
         for name in list(self.temporary_queues):
             if name in self.post_office.queues:
                 try:

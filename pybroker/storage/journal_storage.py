@@ -391,6 +391,27 @@ class JournalStorageManager:
             return None
         return self._bindings().delete(record_id, sync=True)
 
+    # -- transactions ------------------------------------------------------------------------
+    def begin_tx(self) -> int:
+        return self.next_id()
+
+    def store_message_tx(self, tx_id: int, message_id: int, data: bytes, queue_ids: Sequence[int]) -> None:
+        self._journal().append_tx(tx_id, message_id, ADD_MESSAGE, message_record(queue_ids, data))
+
+    def store_ack_tx(self, tx_id: int, message_id: int, queue_id: int) -> None:
+        self._journal().update_tx(tx_id, message_id, ACKNOWLEDGE_REF, _pack(queue_id))
+
+    def delete_message_tx(self, tx_id: int, message_id: int) -> None:
+        self._journal().delete_tx(tx_id, message_id)
+
+    def commit_tx(self, tx_id: int) -> asyncio.Future[None]:
+        future = self._journal().commit(tx_id, sync=True)
+        self._last = future
+        return future
+
+    def rollback_tx(self, tx_id: int) -> None:
+        self._journal().rollback(tx_id, sync=False)
+
     # -- durability --------------------------------------------------------------------------
     def durable(self) -> asyncio.Future[None] | None:
         """The future of the last message-journal append: resolved after the fdatasync that

@@ -122,6 +122,19 @@ class StorageManager(Protocol):
         when nothing needs waiting for (non-persistent storage)."""
         ...
 
+    # -- transactions (records become visible at commit, all or none) ------------------------
+    def begin_tx(self) -> int: ...
+
+    def store_message_tx(self, tx_id: int, message_id: int, data: bytes, queue_ids: Sequence[int]) -> None: ...
+
+    def store_ack_tx(self, tx_id: int, message_id: int, queue_id: int) -> None: ...
+
+    def delete_message_tx(self, tx_id: int, message_id: int) -> None: ...
+
+    def commit_tx(self, tx_id: int) -> Awaitable[None] | None: ...
+
+    def rollback_tx(self, tx_id: int) -> None: ...
+
 
 class MemoryStorageManager:
     """Keeps nothing: the broker runs with ``persistence-enabled=false`` (or in unit tests)."""
@@ -185,6 +198,24 @@ class MemoryStorageManager:
         return None
 
     def durable(self) -> None:
+        return None
+
+    def begin_tx(self) -> int:
+        return self.next_id()
+
+    def store_message_tx(self, tx_id: int, message_id: int, data: bytes, queue_ids: Sequence[int]) -> None:
+        return None
+
+    def store_ack_tx(self, tx_id: int, message_id: int, queue_id: int) -> None:
+        return None
+
+    def delete_message_tx(self, tx_id: int, message_id: int) -> None:
+        return None
+
+    def commit_tx(self, tx_id: int) -> None:
+        return None
+
+    def rollback_tx(self, tx_id: int) -> None:
         return None
 
 
