@@ -513,6 +513,15 @@ class Queue:
         if self.consumers:
             self.deliver()
 
+    def cancel_all(self, refs: list[MessageReference], *, failed: bool) -> None:
+        """Return several in-flight references at once, keeping their order at the head of
+        the queue, then deliver (a transaction rollback)."""
+        for ref in reversed(refs):
+            if self._take_in_flight(ref):
+                self._return(ref, failed=failed)
+        if self.consumers:
+            self.deliver()
+
     def exclude_consumer(self, ref: MessageReference, consumer: ServerConsumer) -> None:
         """Never offer ``ref`` to ``consumer`` again (AMQP modified undeliverable-here)."""
         if ref.excluded is None:

@@ -167,9 +167,12 @@ class Transaction:
 
     def _return_acks(self) -> None:
         acks, self._acks = self._acks, []
+        per_queue: dict[int, tuple[Queue, list[MessageReference]]] = {}
         for consumer, ref in acks:
             if ref.consumer is consumer and not consumer.closed:
-                consumer.cancel(ref, failed=True)
+                per_queue.setdefault(id(ref.queue), (ref.queue, []))[1].append(ref)
+        for queue, refs in per_queue.values():
+            queue.cancel_all(refs, failed=True)
 
     def _abandon(self, records: int) -> None:
         if records and self.post_office.storage.persistent:

@@ -84,7 +84,18 @@ from cproton import (
     pn_transport_condition,
 )
 from cproton_ffi import ffi, lib
-from proton import Condition, Connection, Data, Link, Session, Terminus, symbol
+from proton import (
+    Condition,
+    Connection,
+    Data,
+    Delivery,
+    Described,
+    Link,
+    Session,
+    Terminus,
+    symbol,
+    ulong,
+)
 
 from pybroker.broker.message import MessageReference
 from pybroker.broker.postoffice import AddressNotFoundError
@@ -95,6 +106,7 @@ from pybroker.config.model import RoutingType
 from pybroker.errors import AddressFullError, ProtocolError, PyBrokerError, SecurityError
 from pybroker.version import VERSION
 
+from .codec import AMQPDecodeError, parse_message
 from .engine import ProtonEngine
 from .message import amqp_to_core, core_to_amqp
 from .sasl import SaslServer
@@ -228,7 +240,14 @@ class ReceiverLink:
         handler = self.handler
         server_session = self.session.server_session
         if target.type == Terminus.COORDINATOR:
-            raise AMQPError("amqp:not-implemented", "transactions are not supported yet by pybroker")
+            # a transaction controller: declare/discharge arrive as transfers on this link
+            self.transaction_coordinator = True
+            link.target.type = Terminus.COORDINATOR
+            link.target.capabilities.put_object(symbol("amqp:local-transactions"))
+            link.rcv_settle_mode = Link.RCV_FIRST
+            link.open()
+            self.grant_credit()
+            return
         capabilities = _symbols(target.capabilities)
         explicit = _routing_from_capabilities(capabilities)
         if target.dynamic:
@@ -332,6 +351,15 @@ class ReceiverLink:
 
     def _route(self, delivery: Any, data: bytes) -> None:
         handler = self.handler
+        if self.transaction_coordinator:
+            self.session.control(delivery, data)
+            return
+        transaction = None
+        if pn_delivery_remote_state(delivery) == TRANSACTIONAL_STATE:
+            transaction = self.session.transaction_of(delivery)
+            if transaction is None:
+                self._reject(delivery, "amqp:transaction:unknown-id", "unknown transaction")
+                return
         try:
             message, parsed = amqp_to_core(data, self.address or "")
             if self.address is None:
@@ -347,6 +375,10 @@ class ReceiverLink:
                 routing = self.explicit_routing
                 if routing is None:
                     routing = _routing_from_annotations(parsed)
+            if transaction is not None:
+                self.session.server_session.send_transacted(transaction, message, routing)
+                _transactional_outcome(delivery, transaction.tx_id, PN_ACCEPTED)
+                return
             result = self.session.server_session.send(message, routing)
         except Exception as error:  # noqa: BLE001 - the transfer is refused, the link goes on
             if not isinstance(error, PyBrokerError):
@@ -612,7 +644,20 @@ class SenderLink:
             pn_delivery_settle(delivery)
             return
         state = pn_delivery_remote_state(delivery)
-        if state == PN_ACCEPTED:
+        if state == TRANSACTIONAL_STATE:
+            transaction, outcome = self.session.transactional_outcome(delivery)
+            if transaction is None:
+                consumer.cancel(ref, failed=False)
+            elif outcome == PN_ACCEPTED:
+                transaction.acknowledge(consumer, ref)
+                if not pn_delivery_settled(delivery):
+                    _transactional_outcome(delivery, transaction.tx_id, PN_ACCEPTED)
+                    return
+            elif outcome == PN_REJECTED:
+                consumer.reject(ref)
+            else:
+                consumer.cancel(ref, failed=outcome == PN_MODIFIED)
+        elif state == PN_ACCEPTED:
             consumer.acknowledge(ref)
         elif state == PN_RELEASED:
             consumer.cancel(ref, failed=False)
@@ -683,13 +728,106 @@ def _subscription_name(
     return name
 
 
-class AMQPSession:
-    __slots__ = ("links", "server_session", "session")
+TRANSACTIONAL_STATE = 0x34
+DECLARED = 0x33
+DECLARE = 0x31
+DISCHARGE = 0x32
+_TXN_ID = struct.Struct(">Q")
 
-    def __init__(self, session: Session, server_session: ServerSession) -> None:
+
+def _transactional_outcome(delivery: Any, tx_id: int, outcome: int) -> None:
+    """Settle ``delivery`` with transactional-state(txn-id, outcome), as Artemis answers."""
+    wrapped = Delivery.wrap(delivery)
+    wrapped.local.data = [_TXN_ID.pack(tx_id), Described(ulong(outcome), [])]
+    wrapped.update(TRANSACTIONAL_STATE)
+    wrapped.settle()
+
+
+class AMQPSession:
+    """One AMQP session: its links and the transactions its coordinator declared."""
+
+    __slots__ = ("handler", "links", "server_session", "session", "transactions")
+
+    def __init__(self, session: Session, server_session: ServerSession, handler: Any = None) -> None:
         self.session = session
         self.server_session = server_session
+        self.handler = handler
         self.links: dict[Any, ReceiverLink | SenderLink] = {}
+        self.transactions: dict[bytes, Any] = {}
+
+    def _txn(self, value: Any) -> Any:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self.transactions.get(bytes(value))
+        return None
+
+    def transaction_of(self, delivery: Any) -> Any:
+        data = Delivery.wrap(delivery).remote.data or []
+        return self._txn(data[0]) if data else None
+
+    def transactional_outcome(self, delivery: Any) -> tuple[Any, int | None]:
+        data = Delivery.wrap(delivery).remote.data or []
+        transaction = self._txn(data[0]) if data else None
+        outcome = None
+        if len(data) > 1 and data[1] is not None:
+            outcome = int(getattr(data[1], "descriptor", 0))
+        return transaction, outcome
+
+    def control(self, delivery: Any, data: bytes) -> None:
+        """A declare or discharge from the transaction controller."""
+        wrapped = Delivery.wrap(delivery)
+        try:
+            body = parse_message(data).body_value()
+        except AMQPDecodeError as error:
+            self._refuse(wrapped, "amqp:decode-error", str(error))
+            return
+        descriptor = getattr(body, "descriptor", None)
+        fields = list(getattr(body, "value", None) or [])
+        if descriptor in (DECLARE, "amqp:declare:list"):
+            if fields and fields[0] is not None:
+                self._refuse(wrapped, "amqp:not-implemented", "global transactions are not supported")
+                return
+            transaction = self.server_session.begin_transaction()
+            txn_id = _TXN_ID.pack(transaction.tx_id)
+            self.transactions[txn_id] = transaction
+            wrapped.local.data = [txn_id]
+            wrapped.update(DECLARED)
+            wrapped.settle()
+        elif descriptor in (DISCHARGE, "amqp:discharge:list"):
+            txn_id = bytes(fields[0]) if fields and fields[0] is not None else b""
+            fail = bool(fields[1]) if len(fields) > 1 else False
+            transaction = self.transactions.pop(txn_id, None)
+            if transaction is None:
+                self._refuse(wrapped, "amqp:transaction:unknown-id", f"unknown transaction {txn_id.hex()}")
+                return
+            if fail:
+                self.server_session.rollback(transaction)
+                wrapped.update(PN_ACCEPTED)
+                wrapped.settle()
+                return
+            handler = self.handler
+            future = asyncio.ensure_future(self.server_session.commit(transaction))
+
+            def committed(task: Any) -> None:
+                if handler is not None and handler.closed:
+                    return
+                error = task.exception()
+                if error is None:
+                    wrapped.update(PN_ACCEPTED)
+                    wrapped.settle()
+                else:
+                    self._refuse(wrapped, "amqp:transaction:rollback", f"commit failed: {error}")
+                if handler is not None:
+                    handler.want_flush()
+
+            future.add_done_callback(committed)
+        else:
+            self._refuse(wrapped, "amqp:not-implemented", f"unknown transaction control {descriptor!r}")
+
+    @staticmethod
+    def _refuse(wrapped: Any, condition: str, description: str) -> None:
+        wrapped.local.condition = Condition(condition, description)
+        wrapped.update(PN_REJECTED)
+        wrapped.settle()
 
 
 class AMQPConnectionHandler:
@@ -933,7 +1071,7 @@ class AMQPConnectionHandler:
             session.open()
             session.close()
             return
-        self.sessions[session._impl] = AMQPSession(session, server_session)
+        self.sessions[session._impl] = AMQPSession(session, server_session, self)
         session.open()
 
     def _on_link_open(self, link: Link) -> None:
