@@ -358,7 +358,8 @@ class StompConnectionHandler:
         self.user: str | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._by_consumer: dict[int, Subscription] = {}
-        self.transactions: dict[str, list[tuple[Any, ...]]] = {}
+        # STOMP transaction name -> (core transaction, NACKed references to return at its end)
+        self.transactions: dict[str, tuple[Any, list[tuple[Any, list[MessageReference]]]]] = {}
         self.no_local_subscriptions = 0
         self.write_blocked = False
         self.heart_beat_send_ms = 0
@@ -818,10 +819,10 @@ class StompConnectionHandler:
             raise StompFrameError("STOMP SEND frame has no 'destination' header")
         address, prefix, routing = self._resolve(destination, frame.header("destination-type"))
         transaction = frame.header("transaction")
-        actions = None
+        entry = None
         if transaction is not None:
-            actions = self.transactions.get(transaction)
-            if actions is None:
+            entry = self.transactions.get(transaction)
+            if entry is None:
                 raise StompFrameError(f"No transaction started: {transaction}")
         self._prepare_destination(address, routing)
         message = stomp_to_core(
@@ -829,9 +830,9 @@ class StompConnectionHandler:
         )
         if self.no_local_subscriptions:
             message.properties[CONNECTION_ID_PROPERTY] = str(self.context.connection_id)
-        if actions is not None:
-            session.check_send(address)  # refused now rather than at COMMIT
-            actions.append(("send", message, routing))
+        if entry is not None:
+            # checked now (refused now rather than at COMMIT), routed by the COMMIT
+            session.send_transacted(entry[0], message, routing)
             return _Done()
         result = session.send(message, routing)
         return _Done(wait=result.durable)
@@ -1030,14 +1031,20 @@ class StompConnectionHandler:
                 f"AMQ339026: subscription id {subscription_id} does not match {subscription.id}"
             )
         transaction = frame.header("transaction")
-        actions = None
+        entry = None
         if transaction is not None:
-            actions = self.transactions.get(transaction)
-            if actions is None:
+            entry = self.transactions.get(transaction)
+            if entry is None:
                 raise StompFrameError(f"No transaction started: {transaction}")
         refs = subscription.take(message_id)
-        if actions is not None:
-            actions.append(("nack" if nack else "ack", subscription, refs))
+        if entry is not None:
+            core, nacked = entry
+            if nack:
+                nacked.append((subscription, refs))
+            elif subscription.consumer is not None:
+                for ref in refs:
+                    if ref.consumer is subscription.consumer:
+                        core.acknowledge(subscription.consumer, ref)
         elif nack:
             self._return(subscription, refs)
         else:
@@ -1071,40 +1078,38 @@ class StompConnectionHandler:
             raise StompFrameError("AMQ339032: Need a transaction id to begin")
         if transaction in self.transactions:
             raise StompFrameError(f"Transaction already started: {transaction}")
-        self.transactions[transaction] = []
+        self.transactions[transaction] = (self._session().begin_transaction(), [])
         return _Done()
 
     def _on_commit(self, frame: Frame) -> _Done:
         transaction = frame.header("transaction")
         if transaction is None:
             raise StompFrameError("AMQ339030: transaction header is mandatory to COMMIT a transaction")
-        actions = self.transactions.pop(transaction, None)
-        if actions is None:
+        entry = self.transactions.pop(transaction, None)
+        if entry is None:
             raise StompFrameError(f"No transaction started: {transaction}")
+        core, nacked = entry
         session = self._session()
-        for action in actions:
-            kind = action[0]
-            if kind == "send":
-                _, message, routing = action
-                session.send(message, routing)
-            elif kind == "ack":
-                self._acknowledge(action[1], action[2])
-            else:
-                self._return(action[1], action[2])
-        return _Done()
+        # every send and ack of the transaction takes effect together (one journal transaction);
+        # a RECEIPT waits until the commit is durable
+        committed = asyncio.ensure_future(session.commit(core))
+        for subscription, refs in nacked:
+            self._return(subscription, refs)
+        return _Done(wait=committed)
 
     def _on_abort(self, frame: Frame) -> _Done:
         transaction = frame.header("transaction")
         if transaction is None:
             raise StompFrameError("AMQ339033: transaction header is mandatory to ABORT a transaction")
-        actions = self.transactions.pop(transaction, None)
-        if actions is None:
+        entry = self.transactions.pop(transaction, None)
+        if entry is None:
             raise StompFrameError(f"No transaction started: {transaction}")
         # sends are dropped; what was acknowledged (or refused) in it goes back to its queue,
         # counted as a failed delivery like a rolled-back JMS session's messages
-        for action in reversed(actions):
-            if action[0] != "send":
-                self._return(action[1], action[2])
+        core, nacked = entry
+        self._session().rollback(core)
+        for subscription, refs in reversed(nacked):
+            self._return(subscription, refs)
         return _Done()
 
     # -- DISCONNECT --------------------------------------------------------------------------

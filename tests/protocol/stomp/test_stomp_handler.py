@@ -1107,7 +1107,9 @@ async def test_transacted_sends_are_routed_on_commit_in_order(server):
     assert [f.command for f in producer.frames()] == ["RECEIPT"] * 3
     assert consumer.messages() == []
     producer.send("COMMIT", {"transaction": "t1", "receipt": "c"})
-    assert producer.frames()[-1].header("receipt-id") == "c"
+    # the RECEIPT comes once the commit took effect
+    (receipt,) = await producer.wait_frames(1)
+    assert receipt.header("receipt-id") == "c"
     assert [m.body for m in consumer.messages()] == [b"a", b"b", b"c"]
 
 
@@ -1130,7 +1132,9 @@ async def test_transacted_acks_apply_on_commit_and_come_back_on_abort(server):
     client.send("BEGIN", {"transaction": "t"})
     client.send("ACK", {"id": messages[0].header("ack"), "transaction": "t"})
     assert q.messages_acknowledged == 0
-    client.send("COMMIT", {"transaction": "t"})
+    client.send("COMMIT", {"transaction": "t", "receipt": "done"})
+    (receipt,) = await client.wait_frames(1)
+    assert receipt.header("receipt-id") == "done"
     assert q.messages_acknowledged == 1
 
     client.send("BEGIN", {"transaction": "t"})
