@@ -36,6 +36,8 @@ Durability rules the writer keeps (each one prevents a specific bad replay):
 * before the first byte goes into a new page, the previous page is fdatasynced (even without
   ``sync``) and the new file's name is made durable (directory fsync): a page is complete on
   disk before a newer page has any data, so a torn record can only be in the *last* page;
+* :meth:`PageStore.close` fdatasyncs the current page (even without ``sync``): a clean stop
+  leaves nothing to lose;
 * after a write or sync error nothing more is written (no retry after a failed fsync: the page
   cache state is unknown) and every pending and later append fails with ``StorageError``.
 
@@ -930,6 +932,8 @@ class PageStore:
                     self._w_largest = batch.records
                 _call(self._loop, self._written, batch.futures, batch.size)
             if batch.stop:
+                operation = "fdatasync"
+                self._w_sync_current()  # a clean close leaves durable pages, sync or not
                 self._w_close()
                 return False
         except Exception as error:
