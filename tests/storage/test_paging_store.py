@@ -268,6 +268,36 @@ async def test_sync_false_fdatasyncs_only_when_a_page_is_left(place):
     await bounded(store.close())
 
 
+async def test_a_clean_close_leaves_durable_pages_even_without_sync(memory_place):
+    place = memory_place
+    store = await place.create(page_size=1 << 20, sync=False)
+    positions = [await bounded(store.append(record(number))) for number in range(10)]
+    assert store.statistics().fsyncs == 0
+    await bounded(store.close())
+    place.crash()
+    store, _ = await place.reopen(store.folder, sync=False)
+    assert [position for position, _ in await read_all(store)] == positions
+    await bounded(store.close())
+
+
+async def test_the_writer_thread_exits_when_idle_and_comes_back(place, monkeypatch):
+    import pybroker.storage.paging as paging
+
+    monkeypatch.setattr(paging, "_IDLE_EXIT_SECONDS", 0.05)
+    store = await place.create()
+    await bounded(store.append(record(1)))
+    writer = store._writer
+    assert writer is not None and writer.is_alive()
+    await asyncio.get_running_loop().run_in_executor(None, writer.join, TIMEOUT)
+    assert not writer.is_alive() and store._writer is None
+    assert await bounded(store.append(record(2))) == PagePosition(1, 1)
+    assert store._writer is not None and store._writer is not writer
+    await bounded(store.close())
+    store, _ = await place.reopen(store.folder)
+    assert [item for _, item in await read_all(store)] == [record(1), record(2)]
+    await bounded(store.close())
+
+
 async def test_group_commit_one_fdatasync_per_batch(place):
     gated = GatedFiles(place.files)
     store = await PageStore.create(place.directory, "a", page_size_bytes=1 << 20, files=gated)
@@ -616,9 +646,9 @@ async def crash_round(place: Place, *, fault_at: int | None, keep: int | None,
     confirmed = [(future.result(), item) for future, item in zip(futures, records, strict=False)
                  if future.exception() is None]
     left_behind = sum(1 for position, _ in confirmed if position.page < store.current_page)
-    await bounded(store.close())
     pending = files.pending_operations
     place.crash(keep=pending if keep is None else min(keep, pending), torn_bytes=torn)
+    await bounded(store.close())  # its files are gone: it just stops
 
     store, _ = await place.reopen(store.folder, page_size=page_size, sync=sync)
     found = await read_all(store)
