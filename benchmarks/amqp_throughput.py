@@ -97,7 +97,7 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
 
     class Receive(MessagingHandler):
         def __init__(self) -> None:
-            super().__init__(prefetch=1000)
+            super().__init__(prefetch=1000, auto_accept=False)
             self.received = 0
 
         def on_start(self, event):
@@ -108,6 +108,11 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
             ready.set()
 
         def on_message(self, event):
+            if self.received >= count:
+                # prefetched beyond this consumer's share: give it back for the others
+                self.release(event.delivery, delivered=False)
+                return
+            self.accept(event.delivery)
             self.received += 1
             if self.received == count:
                 done.set()

@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -112,6 +113,18 @@ async def _serve(config_path: Path | None, etc_dir: Path | None, instance: Path 
     return broker.exit_code
 
 
+def _run_loop(coroutine: Any) -> Any:
+    """Run on uvloop when it is installed and PYBROKER_LOOP is not 'asyncio'."""
+    if os.environ.get("PYBROKER_LOOP", "").lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(coroutine)
+    return asyncio.run(coroutine)
+
+
 @click.command()
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="broker.xml to run (default: the instance's etc/broker.xml, else the embedded default)")
 @click.option("--instance", "instance_option", type=click.Path(file_okay=False), help="broker instance directory (default: $PYBROKER_INSTANCE)")
@@ -123,7 +136,7 @@ def run(config: str | None, instance_option: str | None, log_level: str) -> None
     log = logging.getLogger("pybroker.server")
     try:
         config_path, etc_dir = _resolve_config(config, instance)
-        code = asyncio.run(_serve(config_path, etc_dir, instance))
+        code = _run_loop(_serve(config_path, etc_dir, instance))
     except ConfigError as error:
         log.error("AMQ229072-config: %s", error)
         click.echo(f"pybroker: configuration error: {error}", err=True)
