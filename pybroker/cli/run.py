@@ -114,12 +114,13 @@ async def _serve(config_path: Path | None, etc_dir: Path | None, instance: Path 
 
 
 def _run_loop(coroutine: Any) -> Any:
-    """Run on uvloop when it is installed and PYBROKER_LOOP is not 'asyncio'."""
-    if os.environ.get("PYBROKER_LOOP", "").lower() != "asyncio":
+    """Run on the standard asyncio loop, or on uvloop with ``PYBROKER_LOOP=uvloop`` (when
+    installed)."""
+    if os.environ.get("PYBROKER_LOOP", "").lower() == "uvloop":
         try:
             import uvloop
         except ImportError:
-            pass
+            logging.getLogger("pybroker.server").warning("PYBROKER_LOOP=uvloop but uvloop is not installed")
         else:
             return uvloop.run(coroutine)
     return asyncio.run(coroutine)

@@ -114,12 +114,15 @@ class LargeMessageStore:
                                f"{error}") from error
 
     async def close(self) -> None:
-        """Stop the I/O threads after what they are doing; writers still open fail."""
+        """Abort the writers still open (their files go), then stop the I/O threads."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
         for writer in list(self._writers.values()):
-            await writer.abort()
+            try:
+                await writer.abort()
+            except StorageError as error:  # a dead device: the restart removes the orphan
+                logger.warning("%s", error)
         assert self._loop is not None
         await self._loop.run_in_executor(None, executor.shutdown, True)
 
