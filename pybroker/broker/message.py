@@ -267,7 +267,7 @@ class Message:
 class MessageReference:
     """A message's place in one queue: its delivery count and who holds it now."""
 
-    __slots__ = ("consumer", "delivery_count", "excluded", "message", "queue", "scheduled")
+    __slots__ = ("consumer", "delivery_count", "excluded", "message", "page", "queue", "scheduled")
 
     def __init__(self, message: Message, queue: Any, delivery_count: int = 0) -> None:
         self.message = message
@@ -277,6 +277,8 @@ class MessageReference:
         self.scheduled = 0
         # consumer ids that must not get this reference again (AMQP undeliverable-here)
         self.excluded: set[int] | None = None
+        # (page, index) for a reference read back from a page file
+        self.page: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return (

@@ -174,6 +174,13 @@ class PostOffice:
         storage records for it."""
         message = ref.message
         message.ref_count -= 1
+        if ref.page is not None:
+            # read back from a page file: the page store and its cursor record keep it
+            paging = self.paging
+            if paging is not None:
+                paging.acknowledged(queue, ref)  # type: ignore[attr-defined]
+        elif queue.cursor is not None and self.paging is not None:
+            self.paging.queue_has_room(queue)  # type: ignore[attr-defined]
         if message.stored and not write:
             if message.ref_count <= 0:
                 message.stored = False
@@ -280,6 +287,8 @@ class PostOffice:
         )
 
     def queue_consumers_changed(self, queue: Queue) -> None:
+        if queue.cursor is not None and self.paging is not None:
+            self.paging.queue_has_room(queue)  # type: ignore[attr-defined]
         if not queue.consumers and queue.auto_created:
             self._maybe_auto_delete(queue)
 
@@ -459,6 +468,8 @@ class PostOffice:
         # every message in it is acknowledged away
         queue.purge()
         queue.deleted = True
+        if queue.cursor is not None and self.paging is not None:
+            self.paging.queue_deleted(queue)  # type: ignore[attr-defined]
         del self.queues[name]
         bound = self.bindings.get(queue.address)
         if bound is not None and queue in bound:
@@ -550,6 +561,12 @@ class PostOffice:
             return RouteResult()
         limits = self.limits
         usage = limits.usage(address)
+        paging = self.paging
+        if paging is not None and paging.is_paging(address):  # type: ignore[attr-defined]
+            # in page mode every new message goes to the pages, full or not: order is kept
+            if message.message_id == 0:
+                message.message_id = self.next_id()
+            return paging.page(message, targets, address)  # type: ignore[attr-defined]
         if limits.disk_full or limits.global_over or usage.limited:
             if limits.full(usage):
                 policy = usage.policy

@@ -205,6 +205,10 @@ class Queue:
         self._delivering = False
         self._deliver_again = False
         self.deleted = False
+        # the PageCursor while the queue's address has pages to read (broker/paging.py)
+        self.cursor: Any = None
+        # messages for this queue in page files, not read back yet (since this broker started)
+        self.paged_count = 0
         # "used" once it had a consumer or a message: auto-delete only deletes used queues
         self.used = False
         # statistics
@@ -222,8 +226,9 @@ class Queue:
     # -- counts -----------------------------------------------------------------------------
     @property
     def message_count(self) -> int:
-        """Messages in the queue, including in-flight and scheduled ones (as Artemis counts)."""
-        return self._queued + self._scheduled + self.delivering_count
+        """Messages in the queue, including in-flight, scheduled and paged ones (as Artemis
+        counts)."""
+        return self._queued + self._scheduled + self.delivering_count + self.paged_count
 
     @property
     def queued_count(self) -> int:

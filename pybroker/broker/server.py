@@ -25,6 +25,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from pybroker.config.model import AddressSettings, Configuration, RoutingType
@@ -129,6 +130,7 @@ class BrokerServer:
         self.started_at: float | None = None
         self.recovered_messages = 0
         self.recovery: RecoveredState | None = None
+        self.paging: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def _transition(self, event: str) -> None:
@@ -156,6 +158,18 @@ class BrokerServer:
         self.recovery = recovered
         self._restore(recovered)
         self._deploy_configuration()
+        if self.storage.persistent and self.configuration.paging_directory is not None:
+            from .paging import Paging
+
+            self.paging = Paging(
+                self.post_office,
+                Path(self.configuration.paging_directory),
+                codecs=self.codecs,
+                sync=True,
+                settings=self.address_settings,
+            )
+            await self.paging.start(recovered.page_acks)
+            self.post_office.paging = self.paging
         return recovered
 
     async def activate(self) -> None:
@@ -180,6 +194,8 @@ class BrokerServer:
         self._services.clear()
         for session in list(self.sessions.values()):
             session.close(failed=True)
+        if self.paging is not None:
+            await self.paging.stop()
         with contextlib.suppress(Exception):
             durable = self.storage.durable()
             if durable is not None:

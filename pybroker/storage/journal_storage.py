@@ -17,6 +17,8 @@ message journal (``journal-directory``)
     33 ACKNOWLEDGE_REF       update  one queue is done with it (the last ack deletes instead)
     34 UPDATE_DELIVERY_COUNT update  (queue, count) after a failed delivery
     37 DUPLICATE_ID          add     (address, duplicate id); deleted when it leaves the cache
+    39 ACKNOWLEDGE_CURSOR    add     (address, queue, page, index): a paged message acknowledged;
+                                     deleted with its page
 
 Every append that a client waits for is made with ``sync=True``: the journal's group commit
 puts all of them in the batch being written, so this costs one fdatasync per batch, not per
@@ -54,6 +56,7 @@ ADD_REF = 32
 ACKNOWLEDGE_REF = 33
 UPDATE_DELIVERY_COUNT = 34
 DUPLICATE_ID = 37
+ACKNOWLEDGE_CURSOR = 39
 ADD_MESSAGE = 45
 
 RECORD_TYPE_NAMES = {
@@ -65,6 +68,7 @@ RECORD_TYPE_NAMES = {
     ACKNOWLEDGE_REF: "ACKNOWLEDGE_REF",
     UPDATE_DELIVERY_COUNT: "UPDATE_DELIVERY_COUNT",
     DUPLICATE_ID: "DUPLICATE_ID",
+    ACKNOWLEDGE_CURSOR: "ACKNOWLEDGE_CURSOR",
     ADD_MESSAGE: "ADD_MESSAGE",
 }
 
@@ -260,6 +264,9 @@ class JournalStorageManager:
             elif kind == DUPLICATE_ID:
                 address, duplicate = _unpack(record.body)
                 state.duplicate_ids.setdefault(address, []).append((record_id, bytes(duplicate)))
+            elif kind == ACKNOWLEDGE_CURSOR:
+                address, queue_id, page, index = _unpack(record.body)
+                state.page_acks.append((record_id, address, queue_id, page, index))
             else:
                 log.warning("message journal: unknown record type %d (id %d) ignored", kind, record_id)
         state.prepared_transactions = list(messages_result.prepared)
@@ -390,6 +397,17 @@ class JournalStorageManager:
         if record_id is None:
             return None
         return self._bindings().delete(record_id, sync=True)
+
+    # -- paging ------------------------------------------------------------------------------
+    def store_page_ack(self, address: str, queue_id: int, page: int, index: int) -> int:
+        record_id = self.next_id()
+        self._last = self._journal().append(
+            record_id, ACKNOWLEDGE_CURSOR, _pack((address, queue_id, page, index)), sync=True
+        )
+        return record_id
+
+    def delete_page_ack(self, record_id: int) -> None:
+        self._journal().delete(record_id, sync=False)
 
     # -- transactions ------------------------------------------------------------------------
     def begin_tx(self) -> int:

@@ -68,6 +68,8 @@ class RecoveredState:
     # records whose content the storage layer keeps for a protocol (MQTT sessions, retained...)
     key_values: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     prepared_transactions: list[Any] = field(default_factory=list)
+    # ACKNOWLEDGE_CURSOR records: (record id, address, queue id, page, index)
+    page_acks: list[tuple[int, str, int, int, int]] = field(default_factory=list)
     max_id: int = 0
 
 
@@ -121,6 +123,13 @@ class StorageManager(Protocol):
         """An awaitable resolved once everything stored before this call is on disk; ``None``
         when nothing needs waiting for (non-persistent storage)."""
         ...
+
+    # -- paging ------------------------------------------------------------------------------
+    def store_page_ack(self, address: str, queue_id: int, page: int, index: int) -> int:
+        """A queue acknowledged the record at (page, index) of ``address``; returns its id."""
+        ...
+
+    def delete_page_ack(self, record_id: int) -> None: ...
 
     # -- transactions (records become visible at commit, all or none) ------------------------
     def begin_tx(self) -> int: ...
@@ -198,6 +207,12 @@ class MemoryStorageManager:
         return None
 
     def durable(self) -> None:
+        return None
+
+    def store_page_ack(self, address: str, queue_id: int, page: int, index: int) -> int:
+        return 0
+
+    def delete_page_ack(self, record_id: int) -> None:
         return None
 
     def begin_tx(self) -> int:
