@@ -11,7 +11,10 @@ lazily by the message's codec: most messages are routed and delivered without an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -216,9 +219,11 @@ class Message:
         message_id: int,
         data: bytes,
         codecs: Mapping[str, MessageCodec] | Callable[[str], MessageCodec],
+        large_store: Any = None,
     ) -> Message:
-        """Inverse of :meth:`encode`; ``codecs`` maps protocol names to their codec. Fills the
-        slots directly: recovery decodes every stored message, so this is on the failover path."""
+        """Inverse of :meth:`encode`; ``codecs`` maps protocol names to their codec;
+        ``large_store`` is where a large message's body file is. Fills the slots directly:
+        recovery decodes every stored message, so this is on the failover path."""
         (
             _version,
             address,
@@ -251,6 +256,9 @@ class Message:
         message.extra = dict(extra) if extra else extra
         message.user = user
         message.large = None
+        if extra and LARGE_EXTRA in extra:
+            size, head_length = extra[LARGE_EXTRA]
+            message.large = LargeBody(large_store, message_id, size, head_length)
         message.ref_count = 0
         message.stored = False
         message.usage = None
@@ -262,6 +270,48 @@ class Message:
             f"Message(id={self.message_id}, address={self.address!r}, protocol={self.protocol}, "
             f"durable={self.durable}, size={self.size})"
         )
+
+
+class LargeBody:
+    """A message body kept in a file of the large-message store (``<message_id>.msg``): the
+    message holds only its head (the protocol's header and properties) in memory.
+
+    ``head_length`` is where the body begins in the file (AMQP: after the header, annotations
+    and properties sections), so a redelivery can send a new header followed by the rest.
+    """
+
+    __slots__ = ("head_length", "message_id", "released", "size", "store")
+
+    def __init__(self, store: Any, message_id: int, size: int, head_length: int) -> None:
+        self.store = store
+        self.message_id = message_id
+        self.size = size
+        self.head_length = head_length
+        self.released = False
+
+    def release(self) -> None:
+        """The last reference went: delete the file (in the background)."""
+        if self.released or self.store is None:
+            return
+        self.released = True
+        store, message_id = self.store, self.message_id
+
+        async def delete() -> None:
+            try:
+                await store.delete(message_id)
+            except Exception as error:  # noqa: BLE001 - an orphan file is cleaned at start
+                logging.getLogger("pybroker.storage").warning(
+                    "could not delete large message file %s: %s", message_id, error
+                )
+
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(delete())
+
+    def __repr__(self) -> str:
+        return f"LargeBody(message_id={self.message_id}, size={self.size})"
+
+
+LARGE_EXTRA = "_large"
 
 
 class MessageReference:

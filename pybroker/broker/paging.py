@@ -376,7 +376,9 @@ class Paging:
                     cursor.index += 1
                     if queue_id not in record.queue_ids or (acked is not None and index in acked):
                         continue
-                    message = Message.decode(record.message_id, record.data, self.codecs)
+                    message = Message.decode(
+                        record.message_id, record.data, self.codecs, self.post_office.large_messages
+                    )
                     message.ref_count = 1
                     ref = MessageReference(message, queue)
                     ref.page = (page, index)

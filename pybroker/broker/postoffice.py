@@ -136,6 +136,8 @@ class PostOffice:
         self.limits = limits if limits is not None else Limits(settings=address_settings)
         # set by the server when paging is available: address -> paging of that address
         self.paging: object | None = None
+        # the large-message store (set by the server)
+        self.large_messages: Any = None
         self._settings = address_settings
         self.wildcard_config = wildcard
         self.ids = ids

@@ -131,6 +131,7 @@ class BrokerServer:
         self.recovered_messages = 0
         self.recovery: RecoveredState | None = None
         self.paging: Any = None
+        self.large_messages: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def _transition(self, event: str) -> None:
@@ -150,6 +151,15 @@ class BrokerServer:
     async def open_storage(self) -> None:
         self._transition("open_storage")
         await self.storage.start()
+        directory = self.configuration.large_messages_directory
+        if directory is not None:
+            from pybroker.storage.large import LargeMessageStore
+
+            self.large_messages = LargeMessageStore(
+                Path(directory), sync=self.configuration.large_message_sync
+            )
+            await self.large_messages.start()
+            self.post_office.large_messages = self.large_messages
 
     async def load_state(self) -> RecoveredState:
         """Deploy configured addresses/queues and replay what storage recovered into them."""
@@ -158,6 +168,7 @@ class BrokerServer:
         self.recovery = recovered
         self._restore(recovered)
         self._deploy_configuration()
+        await self._clean_large_messages(recovered)
         if self.storage.persistent and self.configuration.paging_directory is not None:
             from .paging import Paging
 
@@ -196,6 +207,9 @@ class BrokerServer:
             session.close(failed=True)
         if self.paging is not None:
             await self.paging.stop()
+        if self.large_messages is not None:
+            with contextlib.suppress(Exception):
+                await self.large_messages.close()
         with contextlib.suppress(Exception):
             durable = self.storage.durable()
             if durable is not None:
@@ -316,7 +330,9 @@ class BrokerServer:
                 # every queue it belonged to is gone
                 delete(recovered_message.message_id)
                 continue
-            message = Message.decode(recovered_message.message_id, recovered_message.data, codecs)
+            message = Message.decode(
+                recovered_message.message_id, recovered_message.data, codecs, self.large_messages
+            )
             message.stored = True
             message.ref_count = len(live)
             post_office.account(message)
@@ -326,6 +342,32 @@ class BrokerServer:
         self.recovered_messages = count
         for address, entries in recovered.duplicate_ids.items():
             post_office.restore_duplicate_ids(address, entries)
+
+    async def _clean_large_messages(self, recovered: RecoveredState) -> None:
+        """Delete the bodies of large messages whose sending never completed (crash)."""
+        store = self.large_messages
+        if store is None:
+            return
+        if not self.storage.persistent:
+            for message_id in await store.list_ids():
+                await store.delete(message_id)
+            return
+        journaled = {m.message_id for m in recovered.messages}
+        paging_dir = self.configuration.paging_directory
+
+        def any_pages() -> bool:
+            return paging_dir is not None and any(Path(paging_dir).glob("*/*.page"))
+
+        has_pages = await asyncio.to_thread(any_pages) if recovered.large_pending else False
+        for record_id, message_id in recovered.large_pending:
+            if message_id not in journaled:
+                if has_pages:
+                    # it may have been paged just before the crash: keep the file
+                    log.info("large message %s: pending body kept (the address may have paged it)", message_id)
+                else:
+                    log.info("AMQ221018-large: deleting the incomplete large message %s", message_id)
+                    await store.delete(message_id)
+            self.storage.delete_large_pending(record_id)
 
     # -- periodic services -----------------------------------------------------------------
     async def _expiry_scanner(self) -> None:

@@ -19,6 +19,8 @@ message journal (``journal-directory``)
     37 DUPLICATE_ID          add     (address, duplicate id); deleted when it leaves the cache
     39 ACKNOWLEDGE_CURSOR    add     (address, queue, page, index): a paged message acknowledged;
                                      deleted with its page
+    29 ADD_LARGE_MESSAGE_PENDING add message id of a large body being written; deleted once the
+                                     message is stored (a restart deletes the files of the rest)
 
 Every append that a client waits for is made with ``sync=True``: the journal's group commit
 puts all of them in the batch being written, so this costs one fdatasync per batch, not per
@@ -48,6 +50,7 @@ from .manager import AddressRecord, QueueRecord, RecoveredMessage, RecoveredStat
 
 log = logging.getLogger("pybroker.storage")
 
+LARGE_MESSAGE_PENDING = 29
 QUEUE_BINDING = 21
 ID_COUNTER = 24
 ADDRESS_BINDING = 44
@@ -69,6 +72,7 @@ RECORD_TYPE_NAMES = {
     UPDATE_DELIVERY_COUNT: "UPDATE_DELIVERY_COUNT",
     DUPLICATE_ID: "DUPLICATE_ID",
     ACKNOWLEDGE_CURSOR: "ACKNOWLEDGE_CURSOR",
+    LARGE_MESSAGE_PENDING: "ADD_LARGE_MESSAGE_PENDING",
     ADD_MESSAGE: "ADD_MESSAGE",
 }
 
@@ -264,6 +268,8 @@ class JournalStorageManager:
             elif kind == DUPLICATE_ID:
                 address, duplicate = _unpack(record.body)
                 state.duplicate_ids.setdefault(address, []).append((record_id, bytes(duplicate)))
+            elif kind == LARGE_MESSAGE_PENDING:
+                state.large_pending.append((record_id, int(_unpack(record.body))))
             elif kind == ACKNOWLEDGE_CURSOR:
                 address, queue_id, page, index = _unpack(record.body)
                 state.page_acks.append((record_id, address, queue_id, page, index))
@@ -397,6 +403,16 @@ class JournalStorageManager:
         if record_id is None:
             return None
         return self._bindings().delete(record_id, sync=True)
+
+    # -- large messages ----------------------------------------------------------------------
+    def store_large_pending(self, message_id: int) -> int:
+        record_id = self.next_id()
+        self._journal().append(record_id, LARGE_MESSAGE_PENDING, _pack(message_id), sync=True)
+        return record_id
+
+    def delete_large_pending(self, record_id: int) -> None:
+        if record_id:
+            self._journal().delete(record_id, sync=False)
 
     # -- paging ------------------------------------------------------------------------------
     def store_page_ack(self, address: str, queue_id: int, page: int, index: int) -> int:

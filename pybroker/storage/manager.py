@@ -68,6 +68,8 @@ class RecoveredState:
     # records whose content the storage layer keeps for a protocol (MQTT sessions, retained...)
     key_values: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)
     prepared_transactions: list[Any] = field(default_factory=list)
+    # ADD_LARGE_MESSAGE_PENDING records: (record id, message id) of bodies being written
+    large_pending: list[tuple[int, int]] = field(default_factory=list)
     # ACKNOWLEDGE_CURSOR records: (record id, address, queue id, page, index)
     page_acks: list[tuple[int, str, int, int, int]] = field(default_factory=list)
     max_id: int = 0
@@ -123,6 +125,13 @@ class StorageManager(Protocol):
         """An awaitable resolved once everything stored before this call is on disk; ``None``
         when nothing needs waiting for (non-persistent storage)."""
         ...
+
+    # -- large messages ----------------------------------------------------------------------
+    def store_large_pending(self, message_id: int) -> int:
+        """A large body file is being written (deleted at start if nothing else refers to it)."""
+        ...
+
+    def delete_large_pending(self, record_id: int) -> None: ...
 
     # -- paging ------------------------------------------------------------------------------
     def store_page_ack(self, address: str, queue_id: int, page: int, index: int) -> int:
@@ -211,6 +220,12 @@ class MemoryStorageManager:
 
     def store_page_ack(self, address: str, queue_id: int, page: int, index: int) -> int:
         return 0
+
+    def store_large_pending(self, message_id: int) -> int:
+        return 0
+
+    def delete_large_pending(self, record_id: int) -> None:
+        return None
 
     def delete_page_ack(self, record_id: int) -> None:
         return None

@@ -1965,3 +1965,41 @@ __all__ = [
     "with_header",
     "with_message_annotations",
 ]
+
+
+def head_length(data: bytes | bytearray | memoryview) -> int | None:
+    """Length of the sections before the body (header, annotations, properties,
+    application-properties) at the start of a possibly incomplete message; None while the
+    bytes end inside one of those sections. A large message's head is parsed from its first
+    frames with ``parse_message(data[:head_length(data)])``."""
+    n = len(data)
+    o = 0
+    while o < n:
+        if data[o] != 0:
+            raise AMQPDecodeError(f"expected a described section (0x00), found {data[o]:#04x}", o)
+        if o + 3 > n:
+            return None
+        if data[o + 1] == 0x53:
+            code = data[o + 2]
+            value = o + 3
+        elif data[o + 1] == 0x80:
+            if o + 10 > n:
+                return None
+            code = _unpack_Q(data, o + 2)[0]
+            value = o + 10
+        else:
+            # symbolic descriptors: parse what is there the slow way
+            try:
+                descriptor_end = skip_value(data, o + 1)
+            except AMQPDecodeError:
+                return None
+            name, _ = decode_value(data, o + 1)
+            code = SECTION_NAMES.get(str(name), -1)
+            value = descriptor_end
+        if code in (DATA, AMQP_SEQUENCE, AMQP_VALUE, FOOTER):
+            return o
+        try:
+            o = skip_value(data, value)
+        except AMQPDecodeError:
+            return None
+    return o

@@ -28,6 +28,8 @@ memory once both sides closed.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import struct
 import time
@@ -55,6 +57,7 @@ from cproton import (
     pn_collector_pop,
     pn_condition_set_description,
     pn_condition_set_name,
+    pn_delivery_abort,
     pn_delivery_aborted,
     pn_delivery_link,
     pn_delivery_local,
@@ -81,6 +84,8 @@ from cproton import (
     pn_link_flow,
     pn_link_get_drain,
     pn_link_is_sender,
+    pn_link_session,
+    pn_session_outgoing_bytes,
     pn_transport_condition,
 )
 from cproton_ffi import ffi, lib
@@ -97,7 +102,7 @@ from proton import (
     ulong,
 )
 
-from pybroker.broker.message import MessageReference
+from pybroker.broker.message import LARGE_EXTRA, LargeBody, MessageReference
 from pybroker.broker.postoffice import AddressNotFoundError
 from pybroker.broker.queue import QueueError, ServerConsumer
 from pybroker.broker.server import BrokerServer, NotActiveError
@@ -106,7 +111,7 @@ from pybroker.config.model import RoutingType
 from pybroker.errors import AddressFullError, ProtocolError, PyBrokerError, SecurityError
 from pybroker.version import VERSION
 
-from .codec import AMQPDecodeError, parse_message
+from .codec import AMQPDecodeError, head_length, parse_message
 from .engine import ProtonEngine
 from .message import amqp_to_core, core_to_amqp
 from .sasl import SaslServer
@@ -202,16 +207,103 @@ def _condition_for(error: Exception) -> tuple[str, str]:
     return "amqp:internal-error", f"{type(error).__name__}: {error}"
 
 
+MAX_LARGE_HEAD = 1 << 20  # the header and properties of a large message must fit in 1 MiB
+LARGE_CHUNK = 256 << 10  # a large message is sent from its file in reads of this size
+LARGE_SEND_BUFFER = 1 << 20  # at most this much of it waits in proton's session buffer
+LARGE_WRITE_BEHIND = 8 << 20  # stop reading a large transfer while the disk is this far behind
+
+
+class LargeInbound:
+    """A large transfer being written to its file as its frames arrive."""
+
+    __slots__ = ("done", "finishing", "head", "head_length", "link", "message_id", "paused", "pending", "writer")
+
+    def __init__(self, link: ReceiverLink, writer: Any, message_id: int, pending: int, head: bytes,
+                 head_length: int) -> None:
+        self.link = link
+        self.writer = writer
+        self.message_id = message_id
+        self.pending = pending
+        self.head = head
+        self.head_length = head_length
+        self.paused = False
+        self.finishing = False
+        self.done = False
+
+    def write(self, chunk: bytes) -> None:
+        if chunk:
+            self.writer.write(chunk)
+
+    def throttle(self, link: ReceiverLink, delivery: Any) -> None:
+        """Stop reading while the writer is more than LARGE_WRITE_BEHIND behind."""
+        if self.writer.pending_bytes <= LARGE_WRITE_BEHIND or self.paused:
+            return
+        self.paused = True
+        handler = link.handler
+
+        async def resume() -> None:
+            try:
+                await self.writer.wait_writable(LARGE_WRITE_BEHIND // 2)
+            except Exception:  # noqa: BLE001 - the failure shows at finish()
+                pass
+            self.paused = False
+            if not link.closed and not handler.closed and link.large is self:
+                link.on_transfer(delivery)
+                handler._write_out()
+
+        asyncio.get_running_loop().create_task(resume())
+
+    def finish(self, delivery: Any) -> None:
+        """All frames are in: sync the file, then route the message and settle."""
+        self.finishing = True
+        link = self.link
+        handler = link.handler
+
+        async def run() -> None:
+            try:
+                size = await self.writer.finish()
+                if link.closed or handler.closed:
+                    await self._discard()
+                    return
+                link.route_large(delivery, self, size)
+            except Exception as error:  # noqa: BLE001 - this transfer fails, the link goes on
+                await self._discard()
+                if not link.closed and not handler.closed:
+                    condition, description = _condition_for(error)
+                    link._reject(delivery, condition, description)
+            finally:
+                self.done = True
+                if not link.closed and not handler.closed:
+                    link._drain_backlog()
+                    handler.want_flush()
+
+        asyncio.get_running_loop().create_task(run())
+
+    async def _discard(self) -> None:
+        server = self.link.handler.server
+        try:
+            await self.writer.abort()
+        except Exception:  # noqa: BLE001
+            pass
+        if self.pending:
+            server.storage.delete_large_pending(self.pending)
+
+    def abort(self) -> None:
+        asyncio.get_running_loop().create_task(self._discard())
+
+
 class ReceiverLink:
     """A client producer: the broker receives transfers on this link."""
 
     __slots__ = (
         "address",
+        "backlog",
         "blocked",
         "closed",
         "credits",
         "explicit_routing",
         "handler",
+        "large",
         "link",
         "low_credits",
         "partial",
@@ -230,6 +322,8 @@ class ReceiverLink:
         self.credits = handler.credits
         self.low_credits = handler.low_credits
         self.partial: bytearray | None = None
+        self.large: LargeInbound | None = None
+        self.backlog: collections.deque[tuple[Any, Any]] | None = None
         self.closed = False
         self.blocked = False
         self.transaction_coordinator = False
@@ -318,8 +412,14 @@ class ReceiverLink:
         ptr = self.ptr
         if pn_delivery_aborted(delivery):
             self.partial = None
+            if self.large is not None:
+                self.large.abort()
+                self.large = None
             pn_delivery_settle(delivery)
             return
+        large = self.large
+        if large is not None and large.paused:
+            return  # the disk is behind: leave the bytes in proton (its window closes)
         pending = pn_delivery_pending(delivery)
         handler = self.handler
         scratch = handler.receive_buffer
@@ -327,7 +427,19 @@ class ReceiverLink:
             scratch = handler.receive_buffer = bytearray(max(pending, 2 * len(scratch)))
         received = lib.pn_link_recv(ptr, ffi.from_buffer(scratch), pending) if pending else 0
         chunk = bytes(memoryview(scratch)[: max(received, 0)])
-        if pn_delivery_partial(delivery):
+        partial = pn_delivery_partial(delivery)
+        if large is not None:
+            large.write(chunk)
+            if partial:
+                large.throttle(self, delivery)
+                return
+            self.large = None
+            pn_link_advance(ptr)
+            if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
+                self.grant_credit()
+            self._enqueue(delivery, large)
+            return
+        if partial:
             if self.partial is None:
                 self.partial = bytearray(chunk)
             else:
@@ -337,6 +449,8 @@ class ReceiverLink:
                 self.partial = None
                 self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
                 pn_link_advance(ptr)
+            elif 0 <= handler.large_threshold <= len(self.partial) and not self.transaction_coordinator:
+                self._start_large(delivery)
             return
         if self.partial is not None:
             self.partial += chunk
@@ -347,7 +461,52 @@ class ReceiverLink:
         pn_link_advance(ptr)
         if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
             self.grant_credit()
-        self._route(delivery, data)
+        if self.backlog:
+            self._enqueue(delivery, data)
+        else:
+            self._route(delivery, data)
+
+    # -- large messages: streamed to a file as the frames arrive -------------------------------
+    def _start_large(self, delivery: Any) -> None:
+        server = self.handler.server
+        store = server.large_messages
+        buffered = self.partial
+        assert buffered is not None
+        if store is None:
+            return  # no large-message store: the message is assembled in memory
+        head = head_length(buffered)
+        if head is None:
+            if len(buffered) < MAX_LARGE_HEAD:
+                return  # the head (header and properties) is not complete yet
+            raise AMQPError("amqp:decode-error", f"message head larger than {MAX_LARGE_HEAD} bytes")
+        storage = server.storage
+        message_id = storage.next_id()
+        writer = store.create(message_id)
+        pending = storage.store_large_pending(message_id) if storage.persistent else 0
+        self.large = LargeInbound(self, writer, message_id, pending, bytes(buffered[:head]), head)
+        self.large.write(bytes(buffered))
+        self.partial = None
+
+    def _enqueue(self, delivery: Any, item: Any) -> None:
+        """Keep the link's order while a large message is being finished."""
+        if self.backlog is None:
+            self.backlog = collections.deque()
+        self.backlog.append((delivery, item))
+        if len(self.backlog) == 1:
+            self._drain_backlog()
+
+    def _drain_backlog(self) -> None:
+        backlog = self.backlog
+        while backlog:
+            delivery, item = backlog[0]
+            if isinstance(item, LargeInbound):
+                if not item.finishing:
+                    item.finish(delivery)
+                if not item.done:
+                    return  # its finish() calls back here
+            else:
+                self._route(delivery, item)
+            backlog.popleft()
 
     def _route(self, delivery: Any, data: bytes) -> None:
         handler = self.handler
@@ -390,21 +549,29 @@ class ReceiverLink:
             else:
                 self._reject(delivery, condition, description)
             return
-        if pn_delivery_settled(delivery):
-            pn_delivery_settle(delivery)
-            return
+        self._settle_routed(delivery, result)
+
+    def _settle_routed(self, delivery: Any, result: Any, *, pending: int = 0) -> None:
+        """Accept (and settle) a routed transfer once its message is durable."""
+        handler = self.handler
+        storage = handler.server.storage
         durable = result.durable
-        if durable is None:
-            pn_delivery_update(delivery, PN_ACCEPTED)
+        if durable is None or pn_delivery_settled(delivery):
+            if pending:
+                storage.delete_large_pending(pending)
+            if not pn_delivery_settled(delivery):
+                pn_delivery_update(delivery, PN_ACCEPTED)
             pn_delivery_settle(delivery)
             return
         # accepted only once the message is on disk; the closure holds self, whose proton
         # wrapper keeps the C link (and its unsettled deliveries) alive until it ran
 
         def settle(future: Any) -> None:
+            error = future.exception() if hasattr(future, "exception") else None
+            if pending and error is None:
+                storage.delete_large_pending(pending)
             if self.closed or handler.closed:
                 return
-            error = future.exception() if hasattr(future, "exception") else None
             if error is not None:
                 condition, description = _condition_for(error)
                 self._reject(delivery, condition, f"message could not be stored: {description}")
@@ -419,6 +586,27 @@ class ReceiverLink:
             task = asyncio.ensure_future(durable)
             task.add_done_callback(settle)
 
+    def route_large(self, delivery: Any, large: LargeInbound, size: int) -> None:
+        """A large message's body is on disk: route its head (the body stays in the file)."""
+        message, parsed = amqp_to_core(large.head, self.address or "")
+        message.message_id = large.message_id
+        message.large = LargeBody(self.handler.server.large_messages, large.message_id, size, large.head_length)
+        extra = dict(message.extra or {})
+        extra[LARGE_EXTRA] = [size, large.head_length]
+        message.extra = extra
+        data_address = self.address
+        if data_address is None:
+            to = parsed.to
+            if not to:
+                raise AMQPError("amqp:not-found", "anonymous-relay message with no 'to' address")
+            to, prefix_routing = self.handler.strip_prefix(to)
+            message.address = to
+            routing = prefix_routing or _routing_from_annotations(parsed)
+        else:
+            routing = self.explicit_routing or _routing_from_annotations(parsed)
+        result = self.session.server_session.send(message, routing)
+        self._settle_routed(delivery, result, pending=large.pending)
+
     def _reject(self, delivery: Any, condition: str, description: str) -> None:
         local = pn_delivery_local(delivery)
         cond = pn_disposition_condition(local)
@@ -429,6 +617,9 @@ class ReceiverLink:
 
     def close(self) -> None:
         self.closed = True
+        if self.large is not None:
+            self.large.abort()
+            self.large = None
 
 
 def _split(address: str) -> tuple[str, str | None]:
@@ -476,6 +667,7 @@ class SenderLink:
         "ready",
         "session",
         "source_address",
+        "streaming",
         "temporary_queue",
         "unsettled",
     )
@@ -498,6 +690,7 @@ class SenderLink:
         self.browse_only = False
         # no transfer may go out before our attach: deliver() refuses until open() finished
         self.ready = False
+        self.streaming = False
 
     def open(self) -> None:
         link = self.link
@@ -617,6 +810,10 @@ class SenderLink:
         handler = self.handler
         if not self.ready or self.closed or handler.write_blocked or pn_link_credit(ptr) <= 0:
             return False
+        if self.streaming:
+            return False  # a large message is being sent on this link: one delivery at a time
+        if ref.message.large is not None:
+            return self._deliver_large(ref)
         payload = core_to_amqp(ref.message, ref.delivery_count)
         self._tag = tag_number = self._tag + 1
         tag = struct.pack(">I", tag_number & 0xFFFFFFFF)
@@ -632,6 +829,72 @@ class SenderLink:
             self.unsettled[delivery] = ref
         handler.want_flush()
         return True
+
+    def _deliver_large(self, ref: MessageReference) -> bool:
+        handler = self.handler
+        store = handler.server.large_messages
+        if store is None:
+            return False
+        self._tag = tag_number = self._tag + 1
+        tag = struct.pack(">I", tag_number & 0xFFFFFFFF)
+        delivery = lib.pn_delivery(self.ptr, (4, ffi.from_buffer(tag)))
+        if not self.presettled:
+            self.unsettled[delivery] = ref
+        self.streaming = True
+        asyncio.get_running_loop().create_task(self._stream(delivery, ref, store))
+        return True
+
+    async def _stream(self, delivery: Any, ref: MessageReference, store: Any) -> None:
+        """Send a large message from its file in chunks, never holding it whole in memory,
+        and never more than LARGE_SEND_BUFFER in proton's session buffer."""
+        handler = self.handler
+        message = ref.message
+        large = message.large
+        ptr = self.ptr
+        session = pn_link_session(ptr)
+        completed = False
+        reader = None
+        try:
+            reader = await store.open_reader(large.message_id)
+            offset = 0
+            if ref.delivery_count or message.annotations:
+                head = core_to_amqp(message, ref.delivery_count)  # the head with a new header
+                lib.pn_link_send(ptr, ffi.from_buffer(head), len(head))
+                offset = large.head_length
+            size = reader.size
+            while offset < size:
+                while pn_session_outgoing_bytes(session) > LARGE_SEND_BUFFER or handler.write_blocked:
+                    if self.closed or handler.closed:
+                        return
+                    await handler.output_progress()
+                if self.closed or handler.closed:
+                    return
+                chunk = await reader.read(offset, min(LARGE_CHUNK, size - offset))
+                if self.closed or handler.closed:
+                    return
+                lib.pn_link_send(ptr, ffi.from_buffer(chunk), len(chunk))
+                offset += len(chunk)
+                handler._write_out()
+            pn_link_advance(ptr)
+            completed = True
+            if self.presettled:
+                pn_delivery_settle(delivery)
+                ref.queue.acknowledge(ref)
+        except Exception as error:  # noqa: BLE001 - this delivery fails; the message goes back
+            log.warning("sending large message %s failed: %s", large.message_id, error)
+        finally:
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    await reader.close()
+            self.streaming = False
+            if not completed and not self.closed and not handler.closed:
+                pn_delivery_abort(delivery)
+                if self.unsettled.pop(delivery, None) is not None and self.consumer is not None:
+                    self.consumer.cancel(ref, failed=False)
+            if not self.closed and not handler.closed:
+                handler._write_out()
+                if self.consumer is not None:
+                    self.consumer.prompt_delivery()
 
     def on_disposition(self, delivery: Any) -> None:
         ref = self.unsettled.pop(delivery, None)
@@ -849,6 +1112,8 @@ class AMQPConnectionHandler:
         self.credits = int(params.get("amqpCredits", "1000"))
         self.low_credits = int(params.get("amqpLowCredits", "300"))
         self.max_message_size = int(params.get("amqpMaxMessageSize", "0") or 0) or 0
+        # transfers at least this big are streamed to the large-message store (-1: never)
+        self.large_threshold = int(params.get("amqpMinLargeMessageSize", "102400"))
         self.anycast_prefix = params.get("anycastPrefix")
         self.multicast_prefix = params.get("multicastPrefix")
         idle_timeout = int(params.get("amqpIdleTimeout", "60000"))
@@ -871,6 +1136,8 @@ class AMQPConnectionHandler:
         self._logged_close = False
         # transfers are read into this buffer and copied out once (grown on demand)
         self.receive_buffer = bytearray(65536)
+        # set whenever the peer sent something or the socket drained (large-message sends wait)
+        self._progress: asyncio.Event | None = None
 
     # -- authentication --------------------------------------------------------------------
     def _authenticate(self, mechanism: str, user: str | None, password: str | None) -> Any:
@@ -896,9 +1163,21 @@ class AMQPConnectionHandler:
         return address, None
 
     # -- transport callbacks ---------------------------------------------------------------
+    async def output_progress(self) -> None:
+        """Wait until the peer sends something (flow, dispositions) or the socket drains."""
+        if self._progress is None:
+            self._progress = asyncio.Event()
+        self._progress.clear()
+        await self._progress.wait()
+
+    def _made_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self._made_progress()
         try:
             self.engine.receive_data(data)
         except ProtocolError as error:
@@ -928,6 +1207,7 @@ class AMQPConnectionHandler:
 
     def resume_writing(self) -> None:
         self.write_blocked = False
+        self._made_progress()
         for link in list(self.links.values()):
             if isinstance(link, SenderLink) and link.consumer is not None:
                 link.consumer.prompt_delivery()
@@ -1153,6 +1433,7 @@ class AMQPConnectionHandler:
             return
         self._close_all_sessions()
         self.closed = True
+        self._made_progress()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None

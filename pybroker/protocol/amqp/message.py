@@ -123,7 +123,10 @@ def to_portable(message: Message) -> Any:
     """The neutral view of an AMQP message (see :mod:`pybroker.protocol.convert`)."""
     from pybroker.protocol.convert import PortableMessage
 
-    parsed = parse_message(message.body)
+    data = message.body
+    if message.large is not None:
+        data = _read_large(message)
+    parsed = parse_message(data)
     kind = parsed.body_kind
     text = False
     if kind is None:
@@ -151,6 +154,23 @@ def to_portable(message: Message) -> Any:
         user_id=properties.user_id,
         group_id=properties.group_id,
     )
+
+
+#: a large AMQP message converted for another protocol is read whole: up to this size
+MAX_CONVERTED_LARGE = 64 << 20
+
+
+def _read_large(message: Message) -> bytes:
+    """The whole AMQP bytes of a large message (for MQTT/STOMP consumers: those protocols get
+    one frame per message, so the body is read into memory, up to MAX_CONVERTED_LARGE)."""
+    large = message.large
+    if large.size > MAX_CONVERTED_LARGE:
+        raise ValueError(
+            f"large message {large.message_id} ({large.size} bytes) is too big to convert for "
+            f"another protocol (limit {MAX_CONVERTED_LARGE})"
+        )
+    with open(large.store.path(large.message_id), "rb") as handle:
+        return handle.read()
 
 
 _JMS_MSG_TYPE = Symbol("x-opt-jms-msg-type")
