@@ -50,9 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pybroker.paging")
 
 #: depage window when max-read-page-messages is -1 and no byte limit applies
-DEFAULT_READ_MESSAGES = 10_000
+DEFAULT_READ_MESSAGES = 5_000
 #: pages of records kept in memory per address for cursors that read the same page
-CACHED_PAGES = 2
+CACHED_PAGES = 1
 
 
 class PageCursor:
@@ -181,6 +181,32 @@ class AddressPaging:
         if self.live_page == store.current_page:
             return (self.live_page, self.live_written)
         return (store.current_page, store.page_records(store.current_page) if store.pages else 0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        if not name:
+            return None
+        function = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _trim_heap() -> None:
+    """Give freed heap back to the system (glibc): a page's worth of records was just
+    released, often allocated by I/O threads whose arenas do not shrink on their own."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _chain(inner: asyncio.Future[Any], outer: asyncio.Future[Any]) -> None:
@@ -449,6 +475,7 @@ class Paging:
                 return
             for record_id in records:
                 storage.delete_page_ack(record_id)
+            _trim_heap()
 
         task = asyncio.get_running_loop().create_task(delete())
         self._tasks.add(task)
