@@ -402,6 +402,7 @@ class MQTTConnectionHandler:
         self.finished = False
         self.write_paused = False
         self.reading_paused = False
+        self.limits_blocked = False
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_scheduled = False
@@ -514,13 +515,27 @@ class MQTTConnectionHandler:
             except MQTTLocalProtocolError:
                 pass
 
+    def _block_on_limits(self, address: str) -> None:
+        """The address is full with the BLOCK policy: stop reading until it has room (MQTT has
+        no credit; the client's TCP window does the rest)."""
+        if self.limits_blocked:
+            return
+        self.limits_blocked = True
+        self._pause_reading()
+
+        def unblocked() -> None:
+            self.limits_blocked = False
+            self._resume_reading()
+
+        self.server.post_office.when_free(address, unblocked)
+
     def _pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:
             self.reading_paused = True
             self.context.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self.reading_paused and not self.write_paused and not self.closed:
+        if self.reading_paused and not self.write_paused and not self.limits_blocked and not self.closed:
             self.reading_paused = False
             self.context.resume_reading()
 
@@ -894,6 +909,8 @@ class MQTTConnectionHandler:
                 raise _Refused(ReasonCode.TOPIC_NAME_INVALID, f"topic {publish.topic!r} is reserved")
             _queues, durable = route_publish(self.server, session, self.retained, publish, address,
                                              self.client_id)
+            if not self.server.post_office.can_send(address):
+                self._block_on_limits(address)
         except SecurityError as error:
             reason = ReasonCode.NOT_AUTHORIZED
             log.warning("MQTT client %r may not publish to %r: %s", self.client_id, publish.topic, error)

@@ -360,6 +360,7 @@ class StompConnectionHandler:
         self._by_consumer: dict[int, Subscription] = {}
         # STOMP transaction name -> (core transaction, NACKed references to return at its end)
         self.transactions: dict[str, tuple[Any, list[tuple[Any, list[MessageReference]]]]] = {}
+        self.limits_blocked = False
         self.no_local_subscriptions = 0
         self.write_blocked = False
         self.heart_beat_send_ms = 0
@@ -835,6 +836,18 @@ class StompConnectionHandler:
             session.send_transacted(entry[0], message, routing)
             return _Done()
         result = session.send(message, routing)
+        post_office = self.server.post_office
+        if not self.limits_blocked and not post_office.can_send(address):
+            # the address is full with the BLOCK policy: stop reading frames until it has room
+            self.limits_blocked = True
+            self.context.pause_reading()
+
+            def unblocked() -> None:
+                self.limits_blocked = False
+                if self.state is _State.CONNECTED:
+                    self.context.resume_reading()
+
+            post_office.when_free(address, unblocked)
         return _Done(wait=result.durable)
 
     # -- SUBSCRIBE / UNSUBSCRIBE -------------------------------------------------------------
