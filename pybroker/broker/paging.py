@@ -315,6 +315,9 @@ class Paging:
         paging = self.addresses.get(address)
         if paging is None:
             paging = self.addresses[address] = AddressPaging(self, address)
+        refused = self._page_limit_reached(paging, message)
+        if refused is not None:
+            return refused
         if not paging.paging:
             paging.paging = True
             log.info(
@@ -335,6 +338,36 @@ class Paging:
         paging.paged_messages += 1
         future = paging.append(record)
         return RouteResult(queues=len(targets), durable=future, paged=True)
+
+    def _page_limit_reached(self, paging: AddressPaging, message: Message) -> RouteResult | None:
+        """page-limit-bytes / page-limit-messages with page-full-policy DROP or FAIL."""
+        from .postoffice import RouteResult
+
+        settings = self._settings(paging.address)
+        limit_bytes = settings.page_limit_bytes
+        limit_messages = settings.page_limit_messages
+        if (limit_bytes is None or limit_bytes < 0) and (limit_messages is None or limit_messages < 0):
+            return None
+        store = paging.store
+        size = store.size_bytes + store.pending_bytes if store is not None else 0
+        count = store.record_count if store is not None else len(paging._waiting)
+        if not (
+            (limit_bytes is not None and 0 <= limit_bytes <= size)
+            or (limit_messages is not None and 0 <= limit_messages <= count)
+        ):
+            return None
+        policy = (settings.page_full_policy or "DROP").upper()
+        limits = self.post_office.limits
+        if policy == "FAIL":
+            limits.refused += 1
+            from pybroker.errors import AddressFullError
+
+            raise AddressFullError(
+                f"AMQ229250: address {paging.address} reached its page limit "
+                f"(page-limit-bytes={limit_bytes}, page-limit-messages={limit_messages})"
+            )
+        limits.dropped += 1
+        return RouteResult(dropped=True)
 
     # -- depaging ----------------------------------------------------------------------------
     def wake(self, paging: AddressPaging) -> None:

@@ -175,3 +175,40 @@ async def test_a_backup_serves_paged_messages_after_failover(tmp_path):
         await pair.wait_backup_active()
         rest = await asyncio.to_thread(receive, pair.backup.port, "paged.ha", 250, credit=50)
         assert _numbers(rest) == list(range(50, 300))
+
+
+@pytest.mark.parametrize("policy", ["FAIL", "DROP"])
+async def test_page_limit_with_page_full_policy(tmp_path, policy):
+    capped = f"""<address-setting match="paged.capped">
+        <max-size-bytes>10K</max-size-bytes><page-size-bytes>64K</page-size-bytes>
+        <address-full-policy>PAGE</address-full-policy><page-limit-messages>50</page-limit-messages>
+        <page-full-policy>{policy}</page-full-policy></address-setting>"""
+    xml = _xml(tmp_path).replace("</address-settings>", capped + "</address-settings>")
+    async with Broker(parse_config(xml, file="cap.xml", instance_dir=tmp_path)) as broker:
+
+        class Counting(Filler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.rejected = 0
+
+            def on_rejected(self, event):
+                self.rejected += 1
+                if self.accepted + self.rejected == self.count:
+                    self.connection.close()
+
+            def on_accepted(self, event):
+                self.accepted += 1
+                if self.accepted + self.rejected == self.count:
+                    self.connection.close()
+
+        filler = Counting(broker.port, "paged.capped", 120)
+        await asyncio.to_thread(Container(filler).run)
+        queue = broker.server.post_office.queues["paged.capped"]
+        kept = queue.message_count
+        if policy == "FAIL":
+            assert filler.rejected > 0 and filler.accepted == kept
+        else:
+            assert filler.rejected == 0 and broker.server.post_office.limits.dropped == 120 - kept
+        assert kept < 120
+        bodies = await asyncio.to_thread(receive, broker.port, "paged.capped", kept, credit=20)
+        assert _numbers(bodies) == list(range(kept))
