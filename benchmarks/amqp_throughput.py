@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import psutil
+from benchlib import free_port, queue_capability, wait_port
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>{persistent}</persistence-enabled>
@@ -40,21 +40,8 @@ CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"broker did not listen on {port}")
 
 
 def producer(port: int, address: str, count: int, size: int, durable: bool, ready, go) -> None:
@@ -72,7 +59,7 @@ def producer(port: int, address: str, count: int, size: int, durable: bool, read
 
         def on_start(self, event):
             conn = event.container.connect(f"amqp://127.0.0.1:{port}")
-            self.sender = event.container.create_sender(conn, address, options=_queue_capability())
+            self.sender = event.container.create_sender(conn, address, options=queue_capability())
 
         def on_link_opened(self, event):
             ready.set()
@@ -102,7 +89,7 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
 
         def on_start(self, event):
             conn = event.container.connect(f"amqp://127.0.0.1:{port}")
-            event.container.create_receiver(conn, address, options=_queue_capability())
+            event.container.create_receiver(conn, address, options=queue_capability())
 
         def on_link_opened(self, event):
             ready.set()
@@ -121,16 +108,6 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
     Container(Receive()).run()
 
 
-def _queue_capability():
-    from proton import symbol
-    from proton.reactor import LinkOption
-
-    class Capability(LinkOption):
-        def apply(self, link):
-            terminus = link.target if link.is_sender else link.source
-            terminus.capabilities.put_object(symbol("queue"))
-
-    return Capability()
 
 
 def run_once(messages: int, size: int, producers: int, consumers: int, durable: bool) -> dict:

@@ -21,7 +21,6 @@ import asyncio
 import json
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchlib import free_port, queue_capability
+
 from pybroker.testing.ha import pair_config_xml  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(config: Path, log: Path) -> subprocess.Popen:
@@ -60,16 +55,6 @@ def wait_log(log: Path, pattern: str, process: subprocess.Popen, timeout: float 
     raise TimeoutError(pattern)
 
 
-def capability():
-    from proton import symbol
-    from proton.reactor import LinkOption
-
-    class Capability(LinkOption):
-        def apply(self, link):
-            terminus = link.target if link.is_sender else link.source
-            terminus.capabilities.put_object(symbol("queue"))
-
-    return Capability()
 
 
 def fill(port: int, count: int, size: int) -> None:
@@ -87,7 +72,7 @@ def fill(port: int, count: int, size: int) -> None:
 
         def on_start(self, event):
             connection = event.container.connect(f"amqp://127.0.0.1:{port}")
-            event.container.create_sender(connection, "failover", options=capability())
+            event.container.create_sender(connection, "failover", options=queue_capability())
 
         def on_sendable(self, event):
             while event.sender.credit and self.sent < count:
@@ -118,7 +103,7 @@ def first_message(port: int, expect_message: bool, timeout: float = 60) -> float
             time.sleep(0.001)
     try:
         if expect_message:
-            receiver = connection.create_receiver("failover", options=capability(), credit=1)
+            receiver = connection.create_receiver("failover", options=queue_capability(), credit=1)
             receiver.receive(timeout=30)
             receiver.accept()
         return time.monotonic()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import socket
 import struct
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+from benchlib import free_port, queue_capability, wait_port
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>true</persistence-enabled><security-enabled>false</security-enabled>
@@ -45,20 +45,8 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_port(port: int) -> None:
-    for _ in range(600):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(port)
 
 
 def chunk_of(index: int) -> bytes:
@@ -66,13 +54,8 @@ def chunk_of(index: int) -> bytes:
 
 
 def produce(port: int, size: int) -> tuple[float, str]:
-    from proton import symbol
     from proton.handlers import MessagingHandler
-    from proton.reactor import Container, LinkOption
-
-    class Capability(LinkOption):
-        def apply(self, link):
-            link.target.capabilities.put_object(symbol("queue"))
+    from proton.reactor import Container
 
     digest = hashlib.sha256()
     # header (durable) + data section with a vbin32 length, then the body bytes
@@ -93,7 +76,7 @@ def produce(port: int, size: int) -> tuple[float, str]:
 
         def on_start(self, event):
             self.connection = event.container.connect(f"amqp://127.0.0.1:{port}", max_frame_size=1 << 20)
-            self.sender = event.container.create_sender(self.connection, "large", options=Capability())
+            self.sender = event.container.create_sender(self.connection, "large", options=queue_capability())
             event.container.schedule(0.01, self)
 
         def on_timer_task(self, event):
@@ -125,13 +108,8 @@ def produce(port: int, size: int) -> tuple[float, str]:
 
 
 def consume(port: int) -> tuple[float, str, int]:
-    from proton import symbol
     from proton.handlers import MessagingHandler
-    from proton.reactor import Container, LinkOption
-
-    class Capability(LinkOption):
-        def apply(self, link):
-            link.source.capabilities.put_object(symbol("queue"))
+    from proton.reactor import Container
 
     digest = hashlib.sha256()
 
@@ -145,7 +123,7 @@ def consume(port: int) -> tuple[float, str, int]:
 
         def on_start(self, event):
             self.connection = event.container.connect(f"amqp://127.0.0.1:{port}", max_frame_size=1 << 20)
-            event.container.create_receiver(self.connection, "large", options=Capability())
+            event.container.create_receiver(self.connection, "large", options=queue_capability())
 
         def on_delivery(self, event):
             delivery = event.delivery

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+from benchlib import free_port, queue_capability, wait_port
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>true</persistence-enabled><security-enabled>false</security-enabled>
@@ -44,33 +44,10 @@ CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(port)
 
 
-def capability():
-    from proton import symbol
-    from proton.reactor import LinkOption
-
-    class Capability(LinkOption):
-        def apply(self, link):
-            terminus = link.target if link.is_sender else link.source
-            terminus.capabilities.put_object(symbol("queue"))
-
-    return Capability()
 
 
 def send(port: int, address: str, count: int, size: int) -> float:
@@ -87,7 +64,7 @@ def send(port: int, address: str, count: int, size: int) -> float:
 
         def on_start(self, event):
             self.connection = event.container.connect(f"amqp://127.0.0.1:{port}")
-            event.container.create_sender(self.connection, address, options=capability())
+            event.container.create_sender(self.connection, address, options=queue_capability())
 
         def on_sendable(self, event):
             while event.sender.credit and self.sent < count:
@@ -115,7 +92,7 @@ def drain(port: int, address: str, count: int) -> float:
 
         def on_start(self, event):
             self.connection = event.container.connect(f"amqp://127.0.0.1:{port}")
-            event.container.create_receiver(self.connection, address, options=capability())
+            event.container.create_receiver(self.connection, address, options=queue_capability())
 
         def on_message(self, event):
             self.received += 1
