@@ -86,6 +86,7 @@ from cproton import (
     pn_link_is_sender,
     pn_link_session,
     pn_session_outgoing_bytes,
+    pn_session_set_incoming_capacity,
     pn_transport_condition,
 )
 from cproton_ffi import ffi, lib
@@ -210,6 +211,7 @@ def _condition_for(error: Exception) -> tuple[str, str]:
 MAX_LARGE_HEAD = 1 << 20  # the header and properties of a large message must fit in 1 MiB
 LARGE_CHUNK = 256 << 10  # a large message is sent from its file in reads of this size
 LARGE_SEND_BUFFER = 1 << 20  # at most this much of it waits in proton's session buffer
+SESSION_INCOMING_CAPACITY = 8 << 20
 LARGE_WRITE_BEHIND = 8 << 20  # stop reading a large transfer while the disk is this far behind
 
 
@@ -1352,6 +1354,9 @@ class AMQPConnectionHandler:
             session.close()
             return
         self.sessions[session._impl] = AMQPSession(session, server_session, self)
+        # proton buffers at most this much unread transfer data per session, then closes the
+        # peer's incoming window: a large transfer paused for a slow disk stays bounded
+        pn_session_set_incoming_capacity(session._impl, SESSION_INCOMING_CAPACITY)
         session.open()
 
     def _on_link_open(self, link: Link) -> None:
