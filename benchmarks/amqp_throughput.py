@@ -169,6 +169,8 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                 "messages_per_s": round(total / elapsed),
                 "broker_cpu_us_per_message": round(cpu / total * 1e6, 2),
                 "broker_cpu_share": round(cpu / elapsed, 2),
+                "broker_user_us_per_message": round((cpu_after.user - cpu_before.user) / total * 1e6, 2),
+                "broker_system_us_per_message": round((cpu_after.system - cpu_before.system) / total * 1e6, 2),
             }
         finally:
             broker.terminate()

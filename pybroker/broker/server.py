@@ -132,6 +132,8 @@ class BrokerServer:
         self.recovery: RecoveredState | None = None
         self.paging: Any = None
         self.large_messages: Any = None
+        # per-server state of the protocol layers (keyed by protocol), e.g. MQTT sessions
+        self.protocol_state: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def _transition(self, event: str) -> None:

@@ -1095,6 +1095,40 @@ class AMQPSession:
         wrapped.settle()
 
 
+class Flusher:
+    """Writes out every AMQP connection that has output, once per turn of the event loop.
+
+    A producer's batch of transfers usually causes deliveries on other connections; instead
+    of one loop callback per connection, the connection that processed input flushes every
+    connection with output at the end of its ``data_received`` (and a scheduled callback
+    covers output caused elsewhere, e.g. by a timer or another protocol).
+    """
+
+    __slots__ = ("dirty", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.dirty: list[AMQPConnectionHandler] = []
+        self.scheduled = False
+
+    def add(self, handler: AMQPConnectionHandler) -> None:
+        self.dirty.append(handler)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        dirty = self.dirty
+        if not dirty:
+            return
+        self.dirty = []
+        for handler in dirty:
+            handler._flush_scheduled = False
+            if not handler.closed:
+                handler._write_out()
+
+
 class AMQPConnectionHandler:
     """One AMQP connection (the transport's protocol handler)."""
 
@@ -1130,6 +1164,10 @@ class AMQPConnectionHandler:
         self.sessions: dict[Any, AMQPSession] = {}
         self.links: dict[Any, ReceiverLink | SenderLink] = {}
         self.container_id: str | None = None
+        flusher = server.protocol_state.get("amqp-flusher")
+        if flusher is None:
+            flusher = server.protocol_state["amqp-flusher"] = Flusher(self.loop)
+        self._flusher: Flusher = flusher
         self.closed = False
         self.write_blocked = False
         self._flush_scheduled = False
@@ -1190,6 +1228,7 @@ class AMQPConnectionHandler:
             return
         self._process()
         self._write_out()
+        self._flusher.run()  # the deliveries this input caused on other connections
         self._schedule_tick()
 
     def eof_received(self) -> None:
@@ -1219,7 +1258,7 @@ class AMQPConnectionHandler:
     def want_flush(self) -> None:
         if not self._flush_scheduled and not self.closed:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self._flusher.add(self)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

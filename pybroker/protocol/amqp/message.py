@@ -21,6 +21,7 @@ from .codec import (
     Symbol,
     build_message,
     parse_message,
+    routing_view,
     with_header,
     with_message_annotations,
 )
@@ -79,10 +80,10 @@ AMQP_CODEC = AMQPMessageCodec()
 
 
 def amqp_to_core(data: bytes, address: str, *, now_ms: int | None = None) -> tuple[Message, Any]:
-    """Build a core message from AMQP bytes (header and properties decoded, nothing else)."""
-    parsed = parse_message(data)
-    header = parsed.header
-    properties = parsed.properties
+    """Build a core message from AMQP bytes (header and properties decoded, nothing else);
+    returns the message and a view with ``header``, ``properties`` and ``to``."""
+    header, properties = routing_view(data)
+    parsed = _RoutingView(data, header, properties)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     expiration = properties.absolute_expiry_time or 0
     if not expiration and header.ttl:
@@ -98,6 +99,29 @@ def amqp_to_core(data: bytes, address: str, *, now_ms: int | None = None) -> tup
         timestamp=properties.creation_time or now,
     )
     return message, parsed
+
+
+class _RoutingView:
+    """What the receive path knows of a message; the rest decodes on first access."""
+
+    __slots__ = ("_parsed", "data", "header", "properties")
+
+    def __init__(self, data: bytes, header: Any, properties: Any) -> None:
+        self.data = data
+        self.header = header
+        self.properties = properties
+        self._parsed = None
+
+    @property
+    def to(self) -> str | None:
+        return self.properties.to
+
+    def __getattr__(self, name: str) -> Any:
+        # message annotations and the other sections: from a full parse, made once
+        parsed = self._parsed
+        if parsed is None:
+            parsed = self._parsed = parse_message(self.data)
+        return getattr(parsed, name)
 
 
 def core_to_amqp(message: Message, delivery_count: int) -> bytes:
