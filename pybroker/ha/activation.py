@@ -171,6 +171,29 @@ class Activation:
         if broker.server is not None:
             await broker.server.stop()
 
+    async def _release(self, *, hand_over: bool | None, release_backup: bool = False) -> None:
+        """Give the shared store back after the server stopped: without a state write when
+        ``hand_over`` (a backup may activate), with 'P' when False (it must not), not at all
+        when None (the lock is lost: it is someone else's). Then stop the node manager."""
+        nm = self.node_manager
+        if nm is None:
+            return
+        with contextlib.suppress(Exception):
+            nm.remove_lost_lock_listener(self._lost_lock_callback)
+        if hand_over is not None:
+            with contextlib.suppress(Exception):
+                if hand_over:
+                    await nm.crash_primary()
+                else:
+                    await nm.pause_primary()
+        if release_backup:
+            with contextlib.suppress(Exception):
+                await nm.release_backup()
+        with contextlib.suppress(Exception):
+            await nm.stop()
+        self.state = ActivationState.STOPPED
+        self._active.clear()
+
     def _banner(self) -> None:
         broker = self.broker
         node_id = None
@@ -230,20 +253,11 @@ class PrimaryOnlyActivation(Activation):
         if self.state in (ActivationState.STOPPING, ActivationState.STOPPED):
             return
         self.state = ActivationState.STOPPING
-        nm = self.node_manager
         try:
             await self._deactivate_server()
         finally:
-            if nm is not None:
-                with contextlib.suppress(Exception):
-                    nm.remove_lost_lock_listener(self._lost_lock_callback)
-                if not lost_lock:
-                    with contextlib.suppress(Exception):
-                        await nm.pause_primary()
-                with contextlib.suppress(Exception):
-                    await nm.stop()
+            await self._release(hand_over=None if lost_lock else False)
             self.state = ActivationState.STOPPED
-            self._active.clear()
         log.info(
             "AMQ221002: pybroker Message Broker version %s [%s] stopped",
             _version(),
@@ -296,25 +310,13 @@ class SharedStorePrimaryActivation(Activation):
             return
         previous = self.state
         self.state = ActivationState.STOPPING
-        nm = self.node_manager
         if failover is None:
             failover = self.broker.configuration.ha_policy.failover_on_shutdown
         try:
             if previous is not ActivationState.WAITING:
                 await self._deactivate_server()
         finally:
-            with contextlib.suppress(Exception):
-                nm.remove_lost_lock_listener(self._lost_lock_callback)
-            if not lost_lock:
-                with contextlib.suppress(Exception):
-                    if failover:
-                        await nm.crash_primary()
-                    else:
-                        await nm.pause_primary()
-            with contextlib.suppress(Exception):
-                await nm.stop()
-            self.state = ActivationState.STOPPED
-            self._active.clear()
+            await self._release(hand_over=None if lost_lock else failover)
         log.info(
             "AMQ221002: pybroker Message Broker version %s [%s] stopped%s",
             _version(),
@@ -426,7 +428,6 @@ class SharedStoreBackupActivation(Activation):
         if self._stopping:
             return
         self._stopping = True
-        nm = self.node_manager
         was_active = (
             self.state is ActivationState.ACTIVE or self.state is ActivationState.ACTIVATING
         )
@@ -442,20 +443,7 @@ class SharedStoreBackupActivation(Activation):
             if was_active or (self.broker.server is not None and self.broker.server.active):
                 await self._deactivate_server()
         finally:
-            with contextlib.suppress(Exception):
-                nm.remove_lost_lock_listener(self._lost_lock_callback)
-            if was_active and not lost_lock:
-                with contextlib.suppress(Exception):
-                    if failover:
-                        await nm.crash_primary()
-                    else:
-                        await nm.pause_primary()
-            with contextlib.suppress(Exception):
-                await nm.release_backup()
-            with contextlib.suppress(Exception):
-                await nm.stop()
-            self.state = ActivationState.STOPPED
-            self._active.clear()
+            await self._release(hand_over=failover if was_active and not lost_lock else None, release_backup=True)
         log.info(
             "AMQ221002: pybroker Backup Server version %s [%s] stopped",
             _version(),
