@@ -12,6 +12,11 @@ the same run: ``pwrite`` + ``fdatasync`` of batches of the same size (records pe
 framed record size) into a pre-allocated file, so ``ratio_to_raw`` says how close the journal
 gets to what the disk allows at that batch size.
 
+The 100-writer run also reports ``ceiling_records_per_s``: the same writer tasks awaiting
+futures that a thread resolves after ``pwrite`` + ``fdatasync`` of their bytes (group commit,
+no framing, no bookkeeping). It is what asyncio and the GIL allow on this machine for one
+future per record, measured in the same run; ``ratio_to_ceiling`` compares the journal to it.
+
 The replay run writes ``--replay-records`` records (non-durably, then one sync), closes the
 journal, and times ``load()`` of a fresh journal object (the files are in the page cache).
 """
@@ -25,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +84,92 @@ async def _append_run(directory: Path, writers: int, seconds: float,
         "records_per_fsync": round(records / max(1, fsyncs), 1),
         "cpu_us_per_record": round(cpu / max(1, records) * 1e6, 2),
         "framed_record_bytes": round(record_size),
+    }
+
+
+def _zeroed_file(directory: Path, size: int) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "ceiling.dat", os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, bytes(size), 0)
+    os.fsync(fd)
+    return fd
+
+
+async def _ceiling_run(directory: Path, writers: int, seconds: float, record_bytes: int) -> dict:
+    """The writers of _append_run against a minimal group commit: one lock, one buffer, one
+    writer thread doing pwrite + fdatasync, futures resolved on the loop."""
+    loop = asyncio.get_running_loop()
+    file_size = 64 << 20
+    fd = _zeroed_file(directory, file_size)
+    record = b"c" * record_bytes
+    lock = threading.Condition()
+    pending: list[asyncio.Future[None]] = []
+    buffer = bytearray()
+    state = {"idle": False, "stop": False, "syncs": 0}
+
+    def resolve(futures: list[asyncio.Future[None]]) -> None:
+        for future in futures:
+            future.set_result(None)
+
+    def write_loop() -> None:
+        nonlocal pending, buffer
+        offset = 0
+        while True:
+            with lock:
+                while not pending and not state["stop"]:
+                    state["idle"] = True
+                    lock.wait()
+                if state["stop"] and not pending:
+                    return
+                futures, data = pending, buffer
+                pending, buffer = [], bytearray()
+            if offset + len(data) > file_size:
+                offset = 0
+            os.pwrite(fd, data, offset)
+            os.fdatasync(fd)
+            offset += len(data)
+            state["syncs"] += 1
+            loop.call_soon_threadsafe(resolve, futures)
+
+    def append() -> asyncio.Future[None]:
+        future = loop.create_future()
+        with lock:
+            buffer.extend(record)
+            pending.append(future)
+            if state["idle"]:
+                state["idle"] = False
+                lock.notify()
+        return future
+
+    thread = threading.Thread(target=write_loop, daemon=True)
+    thread.start()
+    stop = False
+
+    async def writer() -> int:
+        count = 0
+        while not stop:
+            await append()
+            count += 1
+        return count
+
+    cpu_start = time.process_time()
+    wall_start = time.perf_counter()
+    tasks = [asyncio.create_task(writer()) for _ in range(writers)]
+    await asyncio.sleep(seconds)
+    stop = True
+    counts = await asyncio.gather(*tasks)
+    wall = time.perf_counter() - wall_start
+    cpu = time.process_time() - cpu_start
+    with lock:
+        state["stop"] = True
+        lock.notify()
+    thread.join()
+    os.close(fd)
+    records = sum(counts)
+    return {
+        "ceiling_records_per_s": round(records / wall),
+        "ceiling_records_per_fsync": round(records / max(1, state["syncs"]), 1),
+        "ceiling_cpu_us_per_record": round(cpu / max(1, records) * 1e6, 2),
     }
 
 
@@ -139,6 +231,12 @@ def main() -> None:
             batch_bytes = max(1, round(result["records_per_fsync"] * result["framed_record_bytes"]))
             raw = raw_sync_rate(base, block_size=batch_bytes, writes=400, tries=3)
             raw_records = raw.writes_per_second * result["records_per_fsync"]
+            ceiling: dict = {}
+            if writers == 100:
+                ceiling = asyncio.run(_ceiling_run(base / f"ceiling-{buffer_size}", writers,
+                                                   arguments.seconds, result["framed_record_bytes"]))
+                ceiling["ratio_to_ceiling"] = round(
+                    result["records_per_s"] / ceiling["ceiling_records_per_s"], 3)
             line = {
                 "benchmark": "journal-append",
                 "writers": writers,
@@ -150,6 +248,7 @@ def main() -> None:
                 "raw_fdatasyncs_per_s": round(raw.writes_per_second),
                 "raw_records_per_s": round(raw_records),
                 "ratio_to_raw": round(result["records_per_s"] / raw_records, 3),
+                **ceiling,
                 "python": sys.version.split()[0],
                 "cpus": os.cpu_count(),
             }
