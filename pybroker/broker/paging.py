@@ -24,6 +24,16 @@ Leaving page mode: once every cursor has read everything written and the address
 limit again, new messages go to memory as before (the cursors being at the end, nothing paged
 is left behind them).
 
+Transactions: a committing transaction's sends to a paging address are paged as records
+carrying its id (:meth:`Paging.page_tx`). While it commits, its id is in ``holds`` and cursors
+stop at its records (order is kept: nothing after them is read either); once its COMMIT (with
+a PAGE_TRANSACTION journal record naming the first and last page it wrote) is durable the id is
+``committed`` and cursors read on; a transaction that failed, or whose COMMIT a crash lost, is
+in neither set and cursors skip its records. The PAGE_TRANSACTION record is deleted with the
+last of its pages. Cursor records of a transaction's acks are in the transaction, and their
+pages are pinned until its COMMIT is durable (for good if it fails: a restart brings those
+messages back). A page is deleted only once the journal is durable past the acks that freed it.
+
 Paging needs persistence (the page store and the journal that records cursor acks); with
 ``persistence-enabled=false`` a PAGE address behaves as BLOCK.
 """
@@ -58,7 +68,9 @@ CACHED_PAGES = 1
 class PageCursor:
     """A queue's position in its address's pages."""
 
-    __slots__ = ("acked", "address_paging", "in_memory", "in_memory_bytes", "index", "page", "queue", "reading")
+    __slots__ = (
+        "acked", "address_paging", "blocked_tx", "in_memory", "in_memory_bytes", "index", "page", "queue", "reading",
+    )
 
     def __init__(self, address_paging: AddressPaging, queue: Queue, page: int, index: int) -> None:
         self.address_paging = address_paging
@@ -70,6 +82,8 @@ class PageCursor:
         self.in_memory = 0  # depaged references not yet acknowledged
         self.in_memory_bytes = 0
         self.reading = False
+        # the transaction whose record the cursor waits at (written, not yet committed)
+        self.blocked_tx: int | None = None
 
     def __repr__(self) -> str:
         return f"PageCursor(queue={self.queue.name!r}, page={self.page}, index={self.index})"
@@ -96,6 +110,16 @@ class AddressPaging:
         # page -> journal ids of its ACKNOWLEDGE_CURSOR records
         self.ack_records: dict[int, list[int]] = {}
         self.paged_messages = 0
+        # transactions with paged sends: being committed (cursors wait at their records),
+        # committed (their records are read), and the PAGE_TRANSACTION journal records of the
+        # committed ones: [record id, tx id, first page, last page]
+        self.holds: set[int] = set()
+        self.committed: set[int] = set()
+        self.tx_records: list[tuple[int, int, int, int]] = []
+        self.deleting: set[int] = set()  # pages whose deletion is under way
+        # page -> acks of transactions being committed (a failed commit keeps its pin: the
+        # page stays until a restart brings back what the transaction did not acknowledge)
+        self.pinned: collections.Counter[int] = collections.Counter()
 
     # -- writing -----------------------------------------------------------------------------
     def append(self, record: PagedRecord) -> asyncio.Future[Any]:
@@ -209,6 +233,13 @@ def _trim_heap() -> None:
         _MALLOC_TRIM(0)
 
 
+def _count_paged(targets: list[Queue]) -> None:
+    for queue in targets:
+        queue.messages_added += 1
+        queue.paged_count += 1
+        queue.used = True
+
+
 def _chain(inner: asyncio.Future[Any], outer: asyncio.Future[Any]) -> None:
     def copy(done: asyncio.Future[Any]) -> None:
         if outer.done():
@@ -249,14 +280,23 @@ class Paging:
         return self._settings(address).page_size_bytes or 10 * 1024 * 1024
 
     # -- start and stop ---------------------------------------------------------------------
-    async def start(self, page_acks: list[tuple[int, str, int, int, int]]) -> None:
-        """Open the page stores found on disk and put cursors where they were."""
+    async def start(
+        self,
+        page_acks: list[tuple[int, str, int, int, int]],
+        page_transactions: list[tuple[int, str, int, int, int]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Open the page stores found on disk and put cursors where they were; paged records of
+        transactions without a committed PAGE_TRANSACTION record stay invisible."""
         if not self.directory.is_dir():
             self.directory.mkdir(parents=True, exist_ok=True)
         folders = await PageStore.scan(self.directory)
         acks: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
         for record_id, address, queue_id, page, index in page_acks:
             acks.setdefault((address, queue_id), []).append((record_id, page, index))
+        transactions: dict[str, list[tuple[int, int, int, int]]] = {}
+        for record_id, address, tx_id, first_page, last_page in page_transactions:
+            transactions.setdefault(address, []).append((record_id, tx_id, first_page, last_page))
+        storage = self.post_office.storage
         post_office = self.post_office
         for address, folder in folders.items():
             store = await PageStore.open(folder, page_size_bytes=self.page_size(address), sync=self.sync)
@@ -270,12 +310,23 @@ class Paging:
                 paging.live = await store.read_page(last.page) if last.page == store.current_page else []
                 paging.live_written = len(paging.live)
             self.addresses[address] = paging
+            pages = set(store.pages)
+            for entry in transactions.pop(address, ()):
+                _record_id, tx_id, first_page, last_page = entry
+                if any(first_page <= page <= last_page for page in pages):
+                    paging.tx_records.append(entry)
+                    paging.committed.add(tx_id)
+                else:
+                    storage.delete_page_transaction(entry[0])  # its pages are gone
             if not loaded.record_count:
                 continue
             first = loaded.first_page
             for queue in list(post_office.bindings.get(address, ())):
                 cursor = PageCursor(paging, queue, first, 0)
-                for record_id, page, index in acks.get((address, queue.queue_id), ()):
+                for record_id, page, index in acks.pop((address, queue.queue_id), ()):
+                    if page not in pages:
+                        storage.delete_page_ack(record_id)  # its page is gone
+                        continue
                     cursor.acked.setdefault(page, set()).add(index)
                     paging.ack_records.setdefault(page, []).append(record_id)
                 paging.cursors[queue.queue_id] = cursor
@@ -287,12 +338,13 @@ class Paging:
             )
             for cursor in list(paging.cursors.values()):
                 self._schedule_fill(cursor)
-        # cursor records of addresses whose pages are gone
-        storage = post_office.storage
-        for (address, _queue_id), entries in acks.items():
-            if address not in self.addresses:
-                for record_id, _page, _index in entries:
-                    storage.delete_page_ack(record_id)
+        # cursor records of addresses whose pages (or queues) are gone, and their transactions
+        for entries in acks.values():
+            for record_id, _page, _index in entries:
+                storage.delete_page_ack(record_id)
+        for entries in transactions.values():
+            for entry in entries:
+                storage.delete_page_transaction(entry[0])
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -312,32 +364,68 @@ class Paging:
     def page(self, message: Message, targets: list[Queue], address: str) -> RouteResult:
         from .postoffice import RouteResult
 
-        paging = self.addresses.get(address)
-        if paging is None:
-            paging = self.addresses[address] = AddressPaging(self, address)
+        paging = self._enter(address)
         refused = self._page_limit_reached(paging, message)
         if refused is not None:
             return refused
+        self._place_cursors(paging, targets)
+        _count_paged(targets)
+        record = PagedRecord(message.message_id, tuple(queue.queue_id for queue in targets), message.encode())
+        paging.paged_messages += 1
+        future = paging.append(record)
+        return RouteResult(queues=len(targets), durable=future, paged=True)
+
+    def page_tx(self, message: Message, targets: list[Queue], address: str, tx_id: int
+                ) -> asyncio.Future[Any] | None:
+        """Page a send of transaction ``tx_id`` being committed: its record carries the tx id and
+        cursors wait at it until :meth:`tx_done`. None when the page limit drops it (raises
+        :class:`~pybroker.errors.AddressFullError` when it fails)."""
+        paging = self._enter(address)
+        if self._page_limit_reached(paging, message) is not None:
+            return None
+        self._place_cursors(paging, targets)
+        paging.holds.add(tx_id)
+        record = PagedRecord(
+            message.message_id, tuple(queue.queue_id for queue in targets), message.encode(), tx_id
+        )
+        return paging.append(record)
+
+    def tx_done(self, tx_id: int, committed: dict[str, tuple[int, int, int, list[list[Queue]]]]) -> None:
+        """Transaction ``tx_id`` ended. ``committed`` (empty when it failed): per address its
+        PAGE_TRANSACTION record id, first and last page, and the targets of each paged send."""
+        for address, (record_id, first_page, last_page, sends) in committed.items():
+            paging = self.addresses[address]
+            paging.committed.add(tx_id)
+            paging.tx_records.append((record_id, tx_id, first_page, last_page))
+            paging.paged_messages += len(sends)
+            for targets in sends:
+                _count_paged(targets)
+        for paging in self.addresses.values():
+            if tx_id in paging.holds:
+                paging.holds.discard(tx_id)
+                self.wake(paging)
+                self._maybe_leave(paging)
+
+    def _enter(self, address: str) -> AddressPaging:
+        paging = self.addresses.get(address)
+        if paging is None:
+            paging = self.addresses[address] = AddressPaging(self, address)
         if not paging.paging:
             paging.paging = True
             log.info(
                 "AMQ222038: Starting paging on address '%s'; size=%d bytes (%d messages)",
                 address, self.post_office.limits.usage(address).bytes, self.post_office.limits.usage(address).messages,
             )
+        return paging
+
+    @staticmethod
+    def _place_cursors(paging: AddressPaging, targets: list[Queue]) -> None:
         position = paging.end
         for queue in targets:
-            cursor = paging.cursors.get(queue.queue_id)
-            if cursor is None:
+            if queue.queue_id not in paging.cursors:
                 # a queue that starts reading pages now: from the first record meant for it
                 cursor = paging.cursors[queue.queue_id] = PageCursor(paging, queue, *position)
                 queue.cursor = cursor
-            queue.messages_added += 1
-            queue.paged_count += 1
-            queue.used = True
-        record = PagedRecord(message.message_id, tuple(queue.queue_id for queue in targets), message.encode())
-        paging.paged_messages += 1
-        future = paging.append(record)
-        return RouteResult(queues=len(targets), durable=future, paged=True)
 
     def _page_limit_reached(self, paging: AddressPaging, message: Message) -> RouteResult | None:
         """page-limit-bytes / page-limit-messages with page-full-policy DROP or FAIL."""
@@ -394,7 +482,12 @@ class Paging:
         limit_bytes = settings.max_read_page_bytes
         if limit_bytes is not None and 0 <= limit_bytes <= cursor.in_memory_bytes:
             return False
-        return (cursor.page, cursor.index) < cursor.address_paging.end
+        paging = cursor.address_paging
+        if cursor.blocked_tx is not None:
+            if cursor.blocked_tx in paging.holds:
+                return False  # waits at a record of a transaction being committed
+            cursor.blocked_tx = None
+        return (cursor.page, cursor.index) < paging.end
 
     def _schedule_fill(self, cursor: PageCursor) -> None:
         cursor.reading = True
@@ -429,12 +522,21 @@ class Paging:
                 page = cursor.page
                 acked = cursor.acked.get(page)
                 queue_id = queue.queue_id
+                committed = paging.committed
                 while cursor.index < len(records) and self._wants_more(cursor):
                     index = cursor.index
                     record = records[index]
-                    cursor.index += 1
                     if queue_id not in record.queue_ids or (acked is not None and index in acked):
+                        cursor.index += 1
                         continue
+                    tx_id = record.tx_id
+                    if tx_id is not None and tx_id not in committed:
+                        if tx_id in paging.holds:
+                            cursor.blocked_tx = tx_id  # read on when it ends (tx_done wakes us)
+                            break
+                        cursor.index += 1  # its transaction never committed
+                        continue
+                    cursor.index += 1
                     message = Message.decode(
                         record.message_id, record.data, self.codecs, self.post_office.large_messages
                     )
@@ -462,8 +564,31 @@ class Paging:
             cursor.reading = False
         self._maybe_leave(paging)
 
-    def acknowledged(self, queue: Queue, ref: MessageReference) -> None:
-        """A depaged reference was acknowledged: record it; maybe delete its page."""
+    def store_ack_tx(self, tx_id: int, queue: Queue, ref: MessageReference) -> tuple[AddressPaging, int] | None:
+        """Write the cursor record of depaged ``ref`` in transaction ``tx_id`` (the transaction
+        then acknowledges it with ``write=False``) and pin its page until
+        :meth:`tx_acks_committed`. None when there is nothing to write."""
+        cursor = getattr(queue, "cursor", None)
+        if cursor is None or not queue.durable:
+            return None
+        paging = cursor.address_paging
+        page, index = ref.page  # type: ignore[misc]
+        record_id = self.post_office.storage.store_page_ack_tx(tx_id, paging.address, queue.queue_id, page, index)
+        paging.ack_records.setdefault(page, []).append(record_id)
+        paging.pinned[page] += 1
+        return paging, page
+
+    def tx_acks_committed(self, pins: list[tuple[AddressPaging, int]]) -> None:
+        """The COMMIT of the acks that pinned these pages is durable: they may go."""
+        for paging, page in pins:
+            paging.pinned[page] -= 1
+            if paging.pinned[page] <= 0:
+                del paging.pinned[page]
+                self._maybe_delete_page(paging, page)
+
+    def acknowledged(self, queue: Queue, ref: MessageReference, *, write: bool = True) -> None:
+        """A depaged reference was acknowledged: record it (unless a transaction did, ``write``
+        false); maybe delete its page."""
         page, index = ref.page  # type: ignore[misc]
         cursor = getattr(queue, "cursor", None)
         paging = cursor.address_paging if cursor is not None else None
@@ -472,7 +597,7 @@ class Paging:
         cursor.in_memory -= 1
         cursor.in_memory_bytes -= ref.message.size
         paging.pending[page] -= 1
-        if queue.durable:
+        if write and queue.durable:
             record_id = self.post_office.storage.store_page_ack(paging.address, queue.queue_id, page, index)
             if record_id:
                 paging.ack_records.setdefault(page, []).append(record_id)
@@ -487,27 +612,43 @@ class Paging:
 
     def _maybe_delete_page(self, paging: AddressPaging, page: int) -> None:
         store = paging.store
-        if store is None or page == store.current_page or paging.pending.get(page, 0) > 0:
+        if store is None or page == store.current_page or paging.pending.get(page, 0) > 0 or page in paging.pinned:
             return
         if any(cursor.page <= page for cursor in paging.cursors.values()):
             return  # a cursor has not read all of it yet
-        if page not in store.pages:
+        if page not in store.pages or page in paging.deleting:
             return
+        paging.deleting.add(page)
         paging.pending.pop(page, None)
         paging._cache.pop(page, None)
-        records = paging.ack_records.pop(page, [])
         for cursor in paging.cursors.values():
             cursor.acked.pop(page, None)
         storage = self.post_office.storage
 
         async def delete() -> None:
+            # the acks that free this page (a transaction's COMMIT included) reach the disk
+            # before the page leaves it: a crash in between must not lose an unacked message
+            durable = storage.durable()
+            if durable is not None and not durable.done():
+                await asyncio.wait([durable])  # not awaited directly: a cancel must not reach it
             try:
+                if durable is not None and (durable.cancelled() or durable.exception() is not None):
+                    return
                 await store.delete_page(page)
             except Exception as error:  # noqa: BLE001
                 log.warning("could not delete page %s of %s: %s", page, paging.address, error)
                 return
-            for record_id in records:
+            finally:
+                paging.deleting.discard(page)
+            for record_id in paging.ack_records.pop(page, ()):
                 storage.delete_page_ack(record_id)
+            remaining = store.pages
+            for entry in list(paging.tx_records):
+                _record_id, tx_id, first_page, last_page = entry
+                if not any(first_page <= other <= last_page for other in remaining):
+                    paging.tx_records.remove(entry)
+                    paging.committed.discard(tx_id)
+                    storage.delete_page_transaction(entry[0])
             _trim_heap()
 
         task = asyncio.get_running_loop().create_task(delete())

@@ -84,6 +84,12 @@ class RouteResult:
 # shared result for the common non-durable single-queue case (results are read-only)
 _ROUTED_TO_ONE = RouteResult(queues=1)
 
+#: :meth:`PostOffice.admit`: the message goes to its queues in memory / to the page files /
+#: nowhere (dropped: the address is full with policy DROP)
+ADMIT_MEMORY = "memory"
+ADMIT_PAGE = "page"
+ADMIT_DROP = "drop"
+
 
 class DuplicateIDCache:
     """The last ``size`` duplicate ids seen on one address (Artemis's circular id cache)."""
@@ -177,10 +183,11 @@ class PostOffice:
         message = ref.message
         message.ref_count -= 1
         if ref.page is not None:
-            # read back from a page file: the page store and its cursor record keep it
+            # read back from a page file: the page store and its cursor record keep it (a
+            # transaction wrote that record already when ``write`` is false)
             paging = self.paging
             if paging is not None:
-                paging.acknowledged(queue, ref)  # type: ignore[attr-defined]
+                paging.acknowledged(queue, ref, write=write)  # type: ignore[attr-defined]
         elif queue.cursor is not None and self.paging is not None:
             self.paging.queue_has_room(queue)  # type: ignore[attr-defined]
         if message.stored and not write:
@@ -561,35 +568,15 @@ class PostOffice:
         if not targets:
             self.unrouted_count += 1
             return RouteResult()
-        limits = self.limits
-        usage = limits.usage(address)
-        paging = self.paging
-        if paging is not None and paging.is_paging(address):  # type: ignore[attr-defined]
+        usage = self.limits.usage(address)
+        admission = self.admit(message, address, usage)
+        if admission != ADMIT_MEMORY:
+            if admission == ADMIT_DROP:
+                return RouteResult(dropped=True)
             # in page mode every new message goes to the pages, full or not: order is kept
             if message.message_id == 0:
                 message.message_id = self.next_id()
-            return paging.page(message, targets, address)  # type: ignore[attr-defined]
-        if limits.disk_full or limits.global_over or usage.limited:
-            if limits.full(usage):
-                policy = usage.policy
-                if policy == FAIL or (limits.disk_full and policy != BLOCK):
-                    limits.refused += 1
-                    raise AddressFullError(
-                        f"AMQ229102: Address \"{address}\" is full. Message encode size = {message.size}B"
-                    )
-                if policy == DROP:
-                    limits.dropped += 1
-                    if not usage.blocked_logged:
-                        usage.blocked_logged = True
-                        log.warning("AMQ222039: Messages sent to address %s are being dropped: it is full", address)
-                    return RouteResult(dropped=True)
-                if policy == PAGE and self.paging is not None:
-                    if message.message_id == 0:
-                        message.message_id = self.next_id()
-                    return self.paging.page(message, targets, address)  # type: ignore[attr-defined]
-                # BLOCK: accepted; the protocols hold their producers back (can_send)
-            elif usage.blocked_logged:
-                usage.blocked_logged = False
+            return self.paging.page(message, targets, address)  # type: ignore[attr-defined]
         if message.message_id == 0:
             message.message_id = self.next_id()
         stored = False
@@ -604,6 +591,35 @@ class PostOffice:
         if not stored and len(targets) == 1:
             return _ROUTED_TO_ONE
         return RouteResult(queues=len(targets), durable=storage.durable() if stored else None)
+
+    def admit(self, message: Message, address: str, usage: Any) -> str:
+        """Where a message for ``address`` goes now: :data:`ADMIT_MEMORY`, :data:`ADMIT_PAGE`
+        (the address pages, or is full with policy PAGE) or :data:`ADMIT_DROP` (full, DROP;
+        counted). Raises :class:`AddressFullError` when it is full with policy FAIL (or the disk
+        is full and the policy is not BLOCK). BLOCK admits: the protocols hold producers back."""
+        paging = self.paging
+        if paging is not None and paging.is_paging(address):  # type: ignore[attr-defined]
+            return ADMIT_PAGE
+        limits = self.limits
+        if limits.disk_full or limits.global_over or usage.limited:
+            if limits.full(usage):
+                policy = usage.policy
+                if policy == FAIL or (limits.disk_full and policy != BLOCK):
+                    limits.refused += 1
+                    raise AddressFullError(
+                        f"AMQ229102: Address \"{address}\" is full. Message encode size = {message.size}B"
+                    )
+                if policy == DROP:
+                    limits.dropped += 1
+                    if not usage.blocked_logged:
+                        usage.blocked_logged = True
+                        log.warning("AMQ222039: Messages sent to address %s are being dropped: it is full", address)
+                    return ADMIT_DROP
+                if policy == PAGE and paging is not None:
+                    return ADMIT_PAGE
+            elif usage.blocked_logged:
+                usage.blocked_logged = False
+        return ADMIT_MEMORY
 
     def resolve(
         self, message: Message, routing_type: RoutingType | None, *, auto_create: bool = True

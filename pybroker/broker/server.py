@@ -181,7 +181,7 @@ class BrokerServer:
                 sync=True,
                 settings=self.address_settings,
             )
-            await self.paging.start(recovered.page_acks)
+            await self.paging.start(recovered.page_acks, recovered.page_transactions)
             self.post_office.paging = self.paging
         return recovered
 

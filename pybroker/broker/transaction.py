@@ -5,12 +5,21 @@ Theory of operation
 While a transaction is open, sends are only checked (security, address) and kept; the
 references a consumer acknowledges in it stay in flight on that consumer. ``commit()``:
 
-1. resolves every kept send to its queues (auto-creating as a plain send would) and drops
-   duplicates (``_AMQ_DUPL_ID``);
-2. takes every enlisted acknowledgement out of its queue in memory at once (so a consumer that
-   goes away meanwhile cannot get it redelivered) and writes the storage records of both --
-   messages with their queues, acks, deletes -- as one journal transaction, then its COMMIT;
-3. once the COMMIT is durable, puts the new messages into their queues and resolves.
+1. resolves every kept send to its queues (auto-creating as a plain send would), drops
+   duplicates (``_AMQ_DUPL_ID``) and applies the address-full policy as a plain send would
+   (:meth:`PostOffice.admit`; the memory of the sends kept in memory counts at once, so a large
+   transaction starts paging part-way): FAIL fails the commit, DROP drops the send;
+2. sends to a paging address are written to its page files with the transaction's id (cursors
+   wait at such a record while the transaction is being committed, and skip it for good when it
+   never commits); once they are on disk, a PAGE_TRANSACTION record per address (its first and
+   last page) joins the journal transaction: the COMMIT is what makes them visible, also after
+   a restart;
+3. takes every enlisted acknowledgement out of its queue in memory at once (a consumer that
+   went away meanwhile had its references returned: those are not acknowledged) and writes the
+   storage records of both -- messages with their queues, acks (cursor records for references
+   read back from pages), deletes -- as one journal transaction, then its COMMIT;
+4. once the COMMIT is durable, lets cursors read the paged sends, puts the other new messages
+   into their queues and resolves.
 
 ``rollback()`` drops the kept sends and returns every enlisted reference to its queue counted as
 a failed delivery (a rolled-back JMS session sees them redelivered). A transaction whose
@@ -25,6 +34,7 @@ States (an illegal call raises :class:`TransactionError` naming state and call):
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections import Counter
@@ -34,12 +44,19 @@ from pybroker.config.model import RoutingType
 from pybroker.errors import PyBrokerError
 
 from .message import Message, MessageReference
+from .postoffice import ADMIT_DROP, ADMIT_PAGE
 
 if TYPE_CHECKING:
     from .postoffice import PostOffice
     from .queue import Queue, ServerConsumer
 
 log = logging.getLogger("pybroker.broker")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Consume the outcome of a page write nobody awaits any more (no 'never retrieved' noise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class TransactionState(enum.Enum):
@@ -100,8 +117,11 @@ class Transaction:
         post_office = self.post_office
         storage = post_office.storage
         persistent = storage.persistent
+        paging = post_office.paging
         records = 0
         routed: list[tuple[Message, list[Queue]]] = []
+        paged: dict[str, list[tuple[Message, list[Queue], asyncio.Future[Any]]]] = {}
+        limits = post_office.limits
         try:
             for message, routing_type in self._sends:
                 address, targets = post_office.resolve(message, routing_type)
@@ -109,17 +129,38 @@ class Transaction:
                     continue
                 if message.message_id == 0:
                     message.message_id = post_office.next_id()
+                usage = limits.usage(address)
+                admission = post_office.admit(message, address, usage)
+                if admission == ADMIT_DROP:
+                    continue
+                if admission == ADMIT_PAGE:
+                    future = paging.page_tx(message, targets, address, self.tx_id)  # type: ignore[union-attr]
+                    if future is not None:
+                        paged.setdefault(address, []).append((message, targets, future))
+                    continue
                 if persistent and message.durable:
                     queue_ids = [queue.queue_id for queue in targets if queue.durable]
                     if queue_ids:
                         storage.store_message_tx(self.tx_id, message.message_id, message.encode(), queue_ids)
                         message.stored = True
                         records += 1
+                # counted now, so that the rest of a large transaction pages once it is full
+                message.usage = usage
+                limits.add(usage, message.size)
                 routed.append((message, targets))
+            page_transactions: dict[str, tuple[int, int, int, list[list[Queue]]]] = {}
+            for address, sends in paged.items():
+                # the paged records are on disk before the COMMIT that makes them visible
+                positions = [await future for _, _, future in sends]
+                first_page = min(position.page for position in positions)
+                last_page = max(position.page for position in positions)
+                record_id = storage.store_page_transaction_tx(self.tx_id, address, first_page, last_page)
+                records += 1
+                page_transactions[address] = (record_id, first_page, last_page, [targets for _, targets, _ in sends])
         except BaseException:
             self._abandon(records)
+            self._failed(routed, paged)
             self._return_acks()
-            self.state = TransactionState.FAILED
             raise
         # acknowledgements: out of their queues now, records in the transaction
         taken: list[tuple[Queue, MessageReference]] = []
@@ -131,8 +172,17 @@ class Transaction:
             taken.append((queue, ref))
             acks_per_message[id(ref.message)] += 1
         done_messages: set[int] = set()
+        pins: list[Any] = []
         for queue, ref in taken:
             message = ref.message
+            if ref.page is not None:
+                # read back from a page: its cursor record goes into the transaction (and its
+                # page stays on disk until the COMMIT is)
+                pin = paging.store_ack_tx(self.tx_id, queue, ref) if persistent and paging is not None else None
+                if pin is not None:
+                    pins.append(pin)
+                    records += 1
+                continue
             if not (persistent and message.stored):
                 continue
             key = id(message)
@@ -146,16 +196,41 @@ class Transaction:
                 records += 1
         for queue, ref in taken:
             queue.acknowledge(ref, write=False)
-        durable = storage.commit_tx(self.tx_id) if persistent and records else None
-        if durable is not None:
-            try:
+        try:
+            durable = storage.commit_tx(self.tx_id) if persistent and records else None
+            if durable is not None:
                 await durable
-            except BaseException:
-                self.state = TransactionState.FAILED
-                raise
+        except BaseException:
+            self._failed(routed, paged)
+            raise
+        if pins:
+            paging.tx_acks_committed(pins)  # type: ignore[union-attr]
+        if paged:
+            paging.tx_done(self.tx_id, page_transactions)  # type: ignore[union-attr]
         for message, targets in routed:
             post_office.deliver_routed(message, targets)
         self.state = TransactionState.COMMITTED
+
+    def _failed(
+        self,
+        routed: list[tuple[Message, list[Queue]]],
+        paged: dict[str, list[tuple[Message, list[Queue], asyncio.Future[Any]]]],
+    ) -> None:
+        """The commit failed: give back the memory counted for its sends; its paged records
+        stay invisible for good (and their large bodies go)."""
+        self.state = TransactionState.FAILED
+        limits = self.post_office.limits
+        for message, _targets in routed:
+            usage = message.usage
+            if usage is not None:
+                message.usage = None
+                limits.remove(usage, message.size)
+        if paged:
+            self.post_office.paging.tx_done(self.tx_id, {})  # type: ignore[union-attr]
+            for sends in paged.values():
+                for message, _targets, future in sends:
+                    future.add_done_callback(_retrieve)
+                    self.post_office._release_large(message)
 
     def rollback(self) -> None:
         """Drop the sends; enlisted references go back to their queues as failed deliveries."""

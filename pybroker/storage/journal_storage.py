@@ -19,6 +19,10 @@ message journal (``journal-directory``)
     37 DUPLICATE_ID          add     (address, duplicate id); deleted when it leaves the cache
     39 ACKNOWLEDGE_CURSOR    add     (address, queue, page, index): a paged message acknowledged;
                                      deleted with its page
+    35 PAGE_TRANSACTION      add     (address, tx id, first page, last page), in the journal
+                                     transaction whose sends were paged: page records carrying
+                                     that tx id are visible only once it is committed; deleted
+                                     with the last of those pages
     29 ADD_LARGE_MESSAGE_PENDING add message id of a large body being written; deleted once the
                                      message is stored (a restart deletes the files of the rest)
 
@@ -60,6 +64,7 @@ ACKNOWLEDGE_REF = 33
 UPDATE_DELIVERY_COUNT = 34
 DUPLICATE_ID = 37
 ACKNOWLEDGE_CURSOR = 39
+PAGE_TRANSACTION = 35
 ADD_MESSAGE = 45
 
 RECORD_TYPE_NAMES = {
@@ -72,6 +77,7 @@ RECORD_TYPE_NAMES = {
     UPDATE_DELIVERY_COUNT: "UPDATE_DELIVERY_COUNT",
     DUPLICATE_ID: "DUPLICATE_ID",
     ACKNOWLEDGE_CURSOR: "ACKNOWLEDGE_CURSOR",
+    PAGE_TRANSACTION: "PAGE_TRANSACTION",
     LARGE_MESSAGE_PENDING: "ADD_LARGE_MESSAGE_PENDING",
     ADD_MESSAGE: "ADD_MESSAGE",
 }
@@ -273,6 +279,9 @@ class JournalStorageManager:
             elif kind == ACKNOWLEDGE_CURSOR:
                 address, queue_id, page, index = _unpack(record.body)
                 state.page_acks.append((record_id, address, queue_id, page, index))
+            elif kind == PAGE_TRANSACTION:
+                address, tx_id, first_page, last_page = _unpack(record.body)
+                state.page_transactions.append((record_id, address, tx_id, first_page, last_page))
             else:
                 log.warning("message journal: unknown record type %d (id %d) ignored", kind, record_id)
         state.prepared_transactions = list(messages_result.prepared)
@@ -423,6 +432,19 @@ class JournalStorageManager:
         return record_id
 
     def delete_page_ack(self, record_id: int) -> None:
+        self._journal().delete(record_id, sync=False)
+
+    def store_page_ack_tx(self, tx_id: int, address: str, queue_id: int, page: int, index: int) -> int:
+        record_id = self.next_id()
+        self._journal().append_tx(tx_id, record_id, ACKNOWLEDGE_CURSOR, _pack((address, queue_id, page, index)))
+        return record_id
+
+    def store_page_transaction_tx(self, tx_id: int, address: str, first_page: int, last_page: int) -> int:
+        record_id = self.next_id()
+        self._journal().append_tx(tx_id, record_id, PAGE_TRANSACTION, _pack((address, tx_id, first_page, last_page)))
+        return record_id
+
+    def delete_page_transaction(self, record_id: int) -> None:
         self._journal().delete(record_id, sync=False)
 
     # -- transactions ------------------------------------------------------------------------

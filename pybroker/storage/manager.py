@@ -72,6 +72,8 @@ class RecoveredState:
     large_pending: list[tuple[int, int]] = field(default_factory=list)
     # ACKNOWLEDGE_CURSOR records: (record id, address, queue id, page, index)
     page_acks: list[tuple[int, str, int, int, int]] = field(default_factory=list)
+    # committed PAGE_TRANSACTION records: (record id, address, tx id, first page, last page)
+    page_transactions: list[tuple[int, str, int, int, int]] = field(default_factory=list)
     max_id: int = 0
 
 
@@ -139,6 +141,17 @@ class StorageManager(Protocol):
         ...
 
     def delete_page_ack(self, record_id: int) -> None: ...
+
+    def store_page_ack_tx(self, tx_id: int, address: str, queue_id: int, page: int, index: int) -> int:
+        """:meth:`store_page_ack` inside transaction ``tx_id``."""
+        ...
+
+    def store_page_transaction_tx(self, tx_id: int, address: str, first_page: int, last_page: int) -> int:
+        """In ``tx_id``: its sends to ``address`` were paged (carrying ``tx_id``) in pages
+        ``first_page``..``last_page``; they become visible when ``tx_id`` commits."""
+        ...
+
+    def delete_page_transaction(self, record_id: int) -> None: ...
 
     # -- transactions (records become visible at commit, all or none) ------------------------
     def begin_tx(self) -> int: ...
@@ -228,6 +241,15 @@ class MemoryStorageManager:
         return None
 
     def delete_page_ack(self, record_id: int) -> None:
+        return None
+
+    def store_page_ack_tx(self, tx_id: int, address: str, queue_id: int, page: int, index: int) -> int:
+        return 0
+
+    def store_page_transaction_tx(self, tx_id: int, address: str, first_page: int, last_page: int) -> int:
+        return 0
+
+    def delete_page_transaction(self, record_id: int) -> None:
         return None
 
     def begin_tx(self) -> int:
