@@ -321,6 +321,13 @@ class Paging:
             if not loaded.record_count:
                 continue
             first = loaded.first_page
+            # records per queue: committed (or not transactional), minus the acknowledged ones
+            routed: collections.Counter[int] = collections.Counter()
+            for info in loaded.pages:
+                for (tx_id, queue_ids), count in info.routes.items():
+                    if tx_id is None or tx_id in paging.committed:
+                        for queue_id in queue_ids:
+                            routed[queue_id] += count
             for queue in list(post_office.bindings.get(address, ())):
                 cursor = PageCursor(paging, queue, first, 0)
                 for record_id, page, index in acks.pop((address, queue.queue_id), ()):
@@ -331,6 +338,8 @@ class Paging:
                     paging.ack_records.setdefault(page, []).append(record_id)
                 paging.cursors[queue.queue_id] = cursor
                 queue.cursor = cursor
+                acked = sum(len(indexes) for indexes in cursor.acked.values())
+                queue.paged_count = max(0, routed[queue.queue_id] - acked)
             paging.paging = bool(paging.cursors)
             log.info(
                 "AMQ222038-paging: address %s has %d paged messages in %d pages (%s)",

@@ -70,7 +70,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -145,11 +145,14 @@ class PagePosition:
 
 @dataclass(frozen=True)
 class PageInfo:
-    """One page as loaded: its number, how many records and valid bytes it holds."""
+    """One page as loaded: its number, how many records and valid bytes it holds, and how
+    many records went to each (transaction id or None, queue ids) -- what a restart needs to
+    count each queue's paged messages without keeping the records."""
 
     page: int
     records: int
     size_bytes: int
+    routes: dict[tuple[int | None, tuple[int, ...]], int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -243,18 +246,24 @@ def encode_paged_record(record: PagedRecord) -> bytes:
     return pack_frame_header(len(body), crc32c(body)) + body
 
 
-def _record_of(fields: object) -> PagedRecord | None:
-    """The record a decoded body array stands for, or None if it is not a page record."""
+def _is_record(fields: object) -> bool:
+    """Whether a decoded body array is a page record."""
     if type(fields) is not tuple or len(fields) != 4:
-        return None
+        return False
     message_id, queue_ids, data, tx_id = fields
     if type(message_id) is not int or message_id < 0 or type(data) is not bytes:
-        return None
+        return False
     if type(queue_ids) is not tuple or not all(
             type(queue_id) is int and queue_id >= 0 for queue_id in queue_ids):
+        return False
+    return tx_id is None or (type(tx_id) is int and tx_id >= 0)
+
+
+def _record_of(fields: object) -> PagedRecord | None:
+    """The record a decoded body array stands for, or None if it is not a page record."""
+    if not _is_record(fields):
         return None
-    if tx_id is not None and (type(tx_id) is not int or tx_id < 0):
-        return None
+    message_id, queue_ids, data, tx_id = fields  # type: ignore[misc]
     return PagedRecord(message_id, queue_ids, data, tx_id)
 
 
@@ -275,6 +284,8 @@ class PageScan:
     damage: Damage | None  #: why decoding stopped before the end; None = clean end or zeros
     next_valid: int | None  #: offset of a valid record after the damage (corruption), if any
     dirty_bytes: int  #: bytes from ``stop`` to the last non-zero byte (what a truncation zeroes)
+    #: records per (transaction id or None, queue ids), when only counting
+    routes: dict[tuple[int | None, tuple[int, ...]], int] | None = None
 
 
 def _valid_at(data: bytes, pos: int, end: int) -> int:
@@ -312,12 +323,14 @@ def find_next_record(data: bytes, start: int, end: int | None = None) -> int | N
 def decode_page(data: bytes, *, decode: bool = True) -> PageScan:
     """Decode the image of one page file.
 
-    With ``decode`` False the bodies are only checked (CRC and a cheap shape check), not
-    turned into :class:`PagedRecord` objects: the load path counts records this way.
+    With ``decode`` False the bodies are checked (CRC and shape) and counted per (transaction
+    id, queue ids) in ``routes``, not turned into :class:`PagedRecord` objects: the load path
+    counts records this way.
     """
     end = len(data)
     view = memoryview(data)
     records: list[PagedRecord] | None = [] if decode else None
+    routes: dict[tuple[int | None, tuple[int, ...]], int] | None = None if decode else {}
     count = 0
     pos = 0
     damage: Damage | None = None
@@ -353,9 +366,13 @@ def decode_page(data: bytes, *, decode: bool = True) -> PageScan:
                 damage = Damage(DamageKind.BAD_BODY, pos, "body is not a page record")
                 break
             records.append(record)
-        elif data[body_start] != _ARRAY4:
-            damage = Damage(DamageKind.BAD_BODY, pos, "body is not a page record")
-            break
+        else:
+            fields = _unpack(body) if data[body_start] == _ARRAY4 else None
+            if not _is_record(fields):
+                damage = Damage(DamageKind.BAD_BODY, pos, "body is not a page record")
+                break
+            key = (fields[3], fields[1])  # type: ignore[index]
+            routes[key] = routes.get(key, 0) + 1  # type: ignore[index]
         count += 1
         pos = body_end
     next_valid = None
@@ -363,7 +380,7 @@ def decode_page(data: bytes, *, decode: bool = True) -> PageScan:
     if damage is not None:
         next_valid = find_next_record(data, pos + 1, end)
         dirty = len(data[pos:].rstrip(b"\x00"))
-    return PageScan(records, count, pos, damage, next_valid, dirty)
+    return PageScan(records, count, pos, damage, next_valid, dirty, routes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -773,7 +790,7 @@ class PageStore:
                                                damage.kind.value)
             finally:
                 handle.close()
-            infos.append(PageInfo(page, scan.count, scan.stop))
+            infos.append(PageInfo(page, scan.count, scan.stop, scan.routes or {}))
             ends[page] = scan.stop
             del data, scan
         return infos, ends, truncated

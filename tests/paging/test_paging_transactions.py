@@ -221,7 +221,8 @@ async def test_a_commit_that_never_reaches_the_journal_leaves_no_paged_message_b
     await server.stop()
 
     server = await _server(tmp_path)
-    assert await _drain(server, 12) == list(range(12))  # ... but never delivered
+    assert server.post_office.queues[ADDRESS].message_count == 12  # ... not counted ...
+    assert await _drain(server, 12) == list(range(12))  # ... and never delivered
     await _nothing_more(server)
     await server.stop()
 
@@ -236,6 +237,7 @@ async def test_committed_paged_sends_survive_a_restart_exactly_once(tmp_path):
     server = await _server(tmp_path)
     paging = _paging(server)
     assert len(paging.committed) == 2  # from the PAGE_TRANSACTION records
+    assert server.post_office.queues[ADDRESS].message_count == 50
     assert await _drain(server, 50) == list(range(50))
     await _nothing_more(server)
     await server.stop()
@@ -282,6 +284,7 @@ async def test_acks_of_depaged_messages_count_only_when_committed(tmp_path):
     await server.stop()
 
     server = await _server(tmp_path)
+    assert server.post_office.queues[ADDRESS].message_count == 20
     assert await _drain(server, 20) == list(range(20, 40))
     await _nothing_more(server)
     await server.stop()
