@@ -275,6 +275,7 @@ class Paging:
         self._wake_scheduled: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.depaged = 0
+        self.paged_large: set[int] = set()
 
     def page_size(self, address: str) -> int:
         return self._settings(address).page_size_bytes or 10 * 1024 * 1024
@@ -284,9 +285,12 @@ class Paging:
         self,
         page_acks: list[tuple[int, str, int, int, int]],
         page_transactions: list[tuple[int, str, int, int, int]] = (),  # type: ignore[assignment]
+        large_pending: frozenset[int] | set[int] = frozenset(),
     ) -> None:
         """Open the page stores found on disk and put cursors where they were; paged records of
-        transactions without a committed PAGE_TRANSACTION record stay invisible."""
+        transactions without a committed PAGE_TRANSACTION record stay invisible.
+        ``paged_large`` then holds the ids of ``large_pending`` (large messages whose sending a
+        crash may have cut) that visible page records hold: their bodies stay."""
         if not self.directory.is_dir():
             self.directory.mkdir(parents=True, exist_ok=True)
         folders = await PageStore.scan(self.directory)
@@ -300,7 +304,7 @@ class Paging:
         post_office = self.post_office
         for address, folder in folders.items():
             store = await PageStore.open(folder, page_size_bytes=self.page_size(address), sync=self.sync)
-            loaded = await store.load()
+            loaded = await store.load(large_pending)
             paging = AddressPaging(self, address)
             paging.store = store
             paging.live_page = store.current_page
@@ -318,6 +322,9 @@ class Paging:
                     paging.committed.add(tx_id)
                 else:
                     storage.delete_page_transaction(entry[0])  # its pages are gone
+            for message_id, tx_id in loaded.found:
+                if tx_id is None or tx_id in paging.committed:
+                    self.paged_large.add(message_id)
             if not loaded.record_count:
                 continue
             first = loaded.first_page

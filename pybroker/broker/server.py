@@ -170,7 +170,6 @@ class BrokerServer:
         self.recovery = recovered
         self._restore(recovered)
         self._deploy_configuration()
-        await self._clean_large_messages(recovered)
         if self.storage.persistent and self.configuration.paging_directory is not None:
             from .paging import Paging
 
@@ -181,8 +180,13 @@ class BrokerServer:
                 sync=True,
                 settings=self.address_settings,
             )
-            await self.paging.start(recovered.page_acks, recovered.page_transactions)
+            await self.paging.start(
+                recovered.page_acks,
+                recovered.page_transactions,
+                {message_id for _, message_id in recovered.large_pending},
+            )
             self.post_office.paging = self.paging
+        await self._clean_large_messages(recovered)
         return recovered
 
     async def activate(self) -> None:
@@ -355,20 +359,11 @@ class BrokerServer:
                 await store.delete(message_id)
             return
         journaled = {m.message_id for m in recovered.messages}
-        paging_dir = self.configuration.paging_directory
-
-        def any_pages() -> bool:
-            return paging_dir is not None and any(Path(paging_dir).glob("*/*.page"))
-
-        has_pages = await asyncio.to_thread(any_pages) if recovered.large_pending else False
+        paged = self.paging.paged_large if self.paging is not None else set()
         for record_id, message_id in recovered.large_pending:
-            if message_id not in journaled:
-                if has_pages:
-                    # it may have been paged just before the crash: keep the file
-                    log.info("large message %s: pending body kept (the address may have paged it)", message_id)
-                else:
-                    log.info("AMQ221018-large: deleting the incomplete large message %s", message_id)
-                    await store.delete(message_id)
+            if message_id not in journaled and message_id not in paged:
+                log.info("AMQ221018-large: deleting the incomplete large message %s", message_id)
+                await store.delete(message_id)
             self.storage.delete_large_pending(record_id)
 
     # -- periodic services -----------------------------------------------------------------

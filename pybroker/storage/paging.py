@@ -175,6 +175,8 @@ class PageLoad:
     record_count: int
     size_bytes: int  #: valid record bytes over all pages
     truncated: PageTruncation | None  #: the torn tail cut from the last page, if any
+    #: (message id, transaction id or None) of the records whose message id was asked for
+    found: frozenset[tuple[int, int | None]] = frozenset()
 
     @property
     def first_page(self) -> int:
@@ -286,6 +288,8 @@ class PageScan:
     dirty_bytes: int  #: bytes from ``stop`` to the last non-zero byte (what a truncation zeroes)
     #: records per (transaction id or None, queue ids), when only counting
     routes: dict[tuple[int | None, tuple[int, ...]], int] | None = None
+    #: (message id, transaction id) of the records whose message id is in ``wanted``
+    found: list[tuple[int, int | None]] | None = None
 
 
 def _valid_at(data: bytes, pos: int, end: int) -> int:
@@ -320,17 +324,19 @@ def find_next_record(data: bytes, start: int, end: int | None = None) -> int | N
         search = hit + 1
 
 
-def decode_page(data: bytes, *, decode: bool = True) -> PageScan:
+def decode_page(data: bytes, *, decode: bool = True, wanted: frozenset[int] | set[int] = frozenset()
+                ) -> PageScan:
     """Decode the image of one page file.
 
     With ``decode`` False the bodies are checked (CRC and shape) and counted per (transaction
     id, queue ids) in ``routes``, not turned into :class:`PagedRecord` objects: the load path
-    counts records this way.
+    counts records this way, and notes the records whose message id is in ``wanted``.
     """
     end = len(data)
     view = memoryview(data)
     records: list[PagedRecord] | None = [] if decode else None
     routes: dict[tuple[int | None, tuple[int, ...]], int] | None = None if decode else {}
+    found: list[tuple[int, int | None]] | None = None if decode else []
     count = 0
     pos = 0
     damage: Damage | None = None
@@ -373,6 +379,8 @@ def decode_page(data: bytes, *, decode: bool = True) -> PageScan:
                 break
             key = (fields[3], fields[1])  # type: ignore[index]
             routes[key] = routes.get(key, 0) + 1  # type: ignore[index]
+            if wanted and fields[0] in wanted:  # type: ignore[index]
+                found.append((fields[0], fields[3]))  # type: ignore[index,union-attr]
         count += 1
         pos = body_end
     next_valid = None
@@ -380,7 +388,7 @@ def decode_page(data: bytes, *, decode: bool = True) -> PageScan:
     if damage is not None:
         next_valid = find_next_record(data, pos + 1, end)
         dirty = len(data[pos:].rstrip(b"\x00"))
-    return PageScan(records, count, pos, damage, next_valid, dirty, routes)
+    return PageScan(records, count, pos, damage, next_valid, dirty, routes, found)
 
 
 # --------------------------------------------------------------------------------------------
@@ -730,14 +738,16 @@ class PageStore:
 
     # ------------------------------------------------------------------------ load
 
-    async def load(self) -> PageLoad:
-        """Check every page, cut a torn tail of the last one, and get ready for appends.
+    async def load(self, wanted: frozenset[int] | set[int] = frozenset()) -> PageLoad:
+        """Check every page, cut a torn tail of the last one, and get ready for appends;
+        ``PageLoad.found`` tells which of the message ids in ``wanted`` the pages hold.
 
         Raises StorageError (naming file and offset) for damage that is not a torn tail.
         """
         self._require("load")
         try:
-            infos, ends, truncated = await self._loop.run_in_executor(None, self._load_blocking)
+            infos, ends, truncated, found = await self._loop.run_in_executor(
+                None, self._load_blocking, wanted)
         except OSError as error:
             raise StorageError(f"page store {self.folder} ({self.address!r}): load failed: "
                                f"{error}") from error
@@ -753,9 +763,11 @@ class PageStore:
             self._page_records = last.records
         self._state = _READY
         return PageLoad(self.address, self.folder, tuple(infos), self._records, self._bytes,
-                        truncated)
+                        truncated, frozenset(found))
 
-    def _load_blocking(self) -> tuple[list[PageInfo], dict[int, int], PageTruncation | None]:
+    def _load_blocking(self, wanted: frozenset[int] | set[int] = frozenset()
+                       ) -> tuple[list[PageInfo], dict[int, int], PageTruncation | None,
+                                  list[tuple[int, int | None]]]:
         files = self._files
         numbers = sorted(number for number in map(parse_page_file_name,
                                                   files.list_directory(self.folder))
@@ -763,13 +775,14 @@ class PageStore:
         infos: list[PageInfo] = []
         ends: dict[int, int] = {}
         truncated: PageTruncation | None = None
+        found: list[tuple[int, int | None]] = []
         for position, page in enumerate(numbers):
             path = self._path(page)
             last = position == len(numbers) - 1
             handle = files.open(path)
             try:
                 data = handle.pread(handle.size(), 0)
-                scan = decode_page(data, decode=False)
+                scan = decode_page(data, decode=False, wanted=wanted)
                 damage = scan.damage
                 if damage is not None:
                     if scan.next_valid is not None:
@@ -791,9 +804,10 @@ class PageStore:
             finally:
                 handle.close()
             infos.append(PageInfo(page, scan.count, scan.stop, scan.routes or {}))
+            found.extend(scan.found or ())
             ends[page] = scan.stop
             del data, scan
-        return infos, ends, truncated
+        return infos, ends, truncated, found
 
     # ------------------------------------------------------------------------ append
 

@@ -9,7 +9,7 @@ import pytest
 from proton import Message
 from proton.handlers import MessagingHandler
 from proton.reactor import Container
-from support import Capability, receive
+from support import Capability, receive, send
 
 from pybroker.config.parse import parse_config
 from pybroker.embedded import Broker
@@ -214,3 +214,34 @@ async def test_page_limit_with_page_full_policy(tmp_path, policy):
         assert kept < 120
         bodies = await asyncio.to_thread(receive, broker.port, "paged.capped", kept, credit=20)
         assert _numbers(bodies) == list(range(kept))
+
+
+LARGE_QUEUE = '<addresses><address name="paged.large"><anycast><queue name="paged.large"/></anycast></address></addresses>'
+
+
+async def test_a_crash_keeps_the_body_of_a_paged_large_message_and_drops_orphan_bodies(tmp_path, monkeypatch):
+    """Bodies whose pending record a crash left behind: kept when a page record holds the
+    message, deleted when nothing does (even though the store has pages)."""
+    large_body = bytes(range(256)) * 800  # 200 KiB: over min-large-message-size
+    large_dir = tmp_path / "data" / "large"
+    async with _broker(tmp_path, LARGE_QUEUE) as broker:
+        await _fill(broker.port, "paged.large", 40)
+        assert broker.server.paging.is_paging("paged.large")
+        storage = broker.server.storage
+        # as if the broker died before it could delete the pending records
+        monkeypatch.setattr(storage, "delete_large_pending", lambda record_id: None)
+        await asyncio.to_thread(send, broker.port, "paged.large", [large_body], durable=True)
+        orphan = storage.next_id()  # a body being written whose message was never routed
+        writer = broker.server.large_messages.create(orphan)
+        writer.write(b"orphan" * 100)
+        await writer.finish()
+        storage.store_large_pending(orphan)
+        await storage.durable()
+        monkeypatch.undo()
+        assert len(list(large_dir.glob("*.msg"))) == 2
+    async with _broker(tmp_path, LARGE_QUEUE) as broker:
+        names = [path.name for path in large_dir.glob("*.msg")]
+        assert f"{orphan}.msg" not in names and len(names) == 1
+        bodies = await asyncio.to_thread(receive, broker.port, "paged.large", 41, credit=20)
+        assert _numbers(bodies[:40]) == list(range(40))
+        assert bytes(bodies[40]) == large_body
