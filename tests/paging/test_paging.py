@@ -222,7 +222,8 @@ LARGE_QUEUE = '<addresses><address name="paged.large"><anycast><queue name="page
 async def test_a_crash_keeps_the_body_of_a_paged_large_message_and_drops_orphan_bodies(tmp_path, monkeypatch):
     """Bodies whose pending record a crash left behind: kept when a page record holds the
     message, deleted when nothing does (even though the store has pages)."""
-    large_body = bytes(range(256)) * 800  # 200 KiB: over min-large-message-size
+    # 3 MiB: over min-large-message-size, and in many reads, so that it streams to a file
+    large_body = bytes(range(256)) * 12_288
     large_dir = tmp_path / "data" / "large"
     async with _broker(tmp_path, LARGE_QUEUE) as broker:
         await _fill(broker.port, "paged.large", 40)
@@ -238,7 +239,8 @@ async def test_a_crash_keeps_the_body_of_a_paged_large_message_and_drops_orphan_
         storage.store_large_pending(orphan)
         await storage.durable()
         monkeypatch.undo()
-        assert len(list(large_dir.glob("*.msg"))) == 2
+        names = sorted(path.name for path in large_dir.glob("*.msg"))
+        assert len(names) == 2, (names, orphan)
     async with _broker(tmp_path, LARGE_QUEUE) as broker:
         names = [path.name for path in large_dir.glob("*.msg")]
         assert f"{orphan}.msg" not in names and len(names) == 1
