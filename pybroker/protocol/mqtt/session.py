@@ -374,6 +374,23 @@ class OutboundWindow:
 
 # --- the registry -------------------------------------------------------------------------------
 
+def _all_durable(*awaitables: Awaitable[None] | None) -> Awaitable[None] | None:
+    """One awaitable for several storage writes (``None`` when none is still pending)."""
+    pending: list[Awaitable[None]] = []
+    for awaitable in awaitables:
+        if awaitable is None or any(awaitable is seen for seen in pending):
+            continue
+        if (asyncio.isfuture(awaitable) and awaitable.done() and not awaitable.cancelled()
+                and awaitable.exception() is None):
+            continue
+        pending.append(awaitable)
+    if not pending:
+        return None
+    if len(pending) == 1:
+        return pending[0]
+    return asyncio.gather(*pending)
+
+
 _REGISTRIES: weakref.WeakKeyDictionary[Any, SessionRegistry] = weakref.WeakKeyDictionary()
 
 
@@ -426,12 +443,17 @@ class SessionRegistry:
 
     # -- records --------------------------------------------------------------------------------
     def store(self, state: SessionState) -> Awaitable[None] | None:
-        """Write the record of a persistent session; the awaitable resolves once it is durable."""
+        """Write the record of a persistent session; the awaitable resolves once it is durable
+        together with everything stored before it (messages, and the subscription queues whose
+        records precede it in the bindings journal)."""
         if not state.persistent or not self.persistence_enabled:
             return None
         storage = self.server.storage
-        storage.store_key_value(SESSION_NAMESPACE, state.client_id, state.encode())
-        return storage.durable()
+        # the record goes to the bindings journal, which storage.durable() (the message
+        # journal's last write) does not cover: wait for both, or a CONNACK / SUBACK could
+        # promise a session that a failover right after it does not find
+        stored = storage.store_key_value(SESSION_NAMESPACE, state.client_id, state.encode())
+        return _all_durable(stored, storage.durable())
 
     def forget(self, state: SessionState) -> None:
         """Remove a session (its record too). Its queues are the caller's business."""
