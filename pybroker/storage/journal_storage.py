@@ -165,6 +165,7 @@ class JournalStorageManager:
         self._key_ids: dict[tuple[str, str], int] = {}
         self._live_addresses: set[int] = set()
         self._last: asyncio.Future[None] | None = None
+        self._last_bindings: asyncio.Future[None] | None = None
         self._failed: BaseException | None = None
         self.load_results: tuple[LoadResult, LoadResult] | None = None
 
@@ -378,10 +379,10 @@ class JournalStorageManager:
                 "extra": record.extra,
             }
         )
-        return self._bindings().append(record.queue_id, QUEUE_BINDING, body, sync=True)
+        return self._bound(self._bindings().append(record.queue_id, QUEUE_BINDING, body, sync=True))
 
     def delete_queue(self, queue_id: int) -> asyncio.Future[None]:
-        return self._bindings().delete(queue_id, sync=True)
+        return self._bound(self._bindings().delete(queue_id, sync=True))
 
     def store_address(self, record: AddressRecord) -> asyncio.Future[None]:
         body = _pack(
@@ -389,13 +390,13 @@ class JournalStorageManager:
         )
         bindings = self._bindings()
         if record.binding_id in self._live_addresses:
-            return bindings.update(record.binding_id, ADDRESS_BINDING, body, sync=True)
+            return self._bound(bindings.update(record.binding_id, ADDRESS_BINDING, body, sync=True))
         self._live_addresses.add(record.binding_id)
-        return bindings.append(record.binding_id, ADDRESS_BINDING, body, sync=True)
+        return self._bound(bindings.append(record.binding_id, ADDRESS_BINDING, body, sync=True))
 
     def delete_address(self, binding_id: int) -> asyncio.Future[None]:
         self._live_addresses.discard(binding_id)
-        return self._bindings().delete(binding_id, sync=True)
+        return self._bound(self._bindings().delete(binding_id, sync=True))
 
     def store_key_value(self, namespace: str, key: str, value: bytes) -> asyncio.Future[None]:
         bindings = self._bindings()
@@ -404,14 +405,19 @@ class JournalStorageManager:
         if record_id is None:
             record_id = self.next_id()
             self._key_ids[(namespace, key)] = record_id
-            return bindings.append(record_id, KEY_VALUE, body, sync=True)
-        return bindings.update(record_id, KEY_VALUE, body, sync=True)
+            return self._bound(bindings.append(record_id, KEY_VALUE, body, sync=True))
+        return self._bound(bindings.update(record_id, KEY_VALUE, body, sync=True))
 
     def delete_key_value(self, namespace: str, key: str) -> asyncio.Future[None] | None:
         record_id = self._key_ids.pop((namespace, key), None)
         if record_id is None:
             return None
-        return self._bindings().delete(record_id, sync=True)
+        return self._bound(self._bindings().delete(record_id, sync=True))
+
+    def _bound(self, future: asyncio.Future[None]) -> asyncio.Future[None]:
+        """Remember the newest bindings-journal write (for :meth:`durable`)."""
+        self._last_bindings = future
+        return future
 
     # -- large messages ----------------------------------------------------------------------
     def store_large_pending(self, message_id: int) -> int:
@@ -470,9 +476,43 @@ class JournalStorageManager:
 
     # -- durability --------------------------------------------------------------------------
     def durable(self) -> asyncio.Future[None] | None:
-        """The future of the last message-journal append: resolved after the fdatasync that
-        covers it and every earlier record (group commit orders them)."""
-        return self._last
+        """Resolved once every record written so far is on disk: the future of the last
+        message-journal append (group commit resolves in order, so it covers every earlier
+        record), joined with the last bindings-journal write while that one is pending or
+        failed (queues, addresses and session records made on the fly go there)."""
+        last = self._last
+        bindings = self._last_bindings
+        if bindings is None:
+            return last
+        if bindings.done() and not bindings.cancelled() and bindings.exception() is None:
+            self._last_bindings = None
+            return last
+        if last is None or (last.done() and not last.cancelled() and last.exception() is None):
+            return bindings
+        return _joined(last, bindings)
+
+
+def _joined(first: asyncio.Future[None], second: asyncio.Future[None]) -> asyncio.Future[None]:
+    """A future resolved when both are (failed with the first failure); cancelling it leaves
+    them alone (``asyncio.gather`` would cancel the journal's own futures)."""
+    joined: asyncio.Future[None] = first.get_loop().create_future()
+    remaining = [2]
+
+    def done(future: asyncio.Future[None]) -> None:
+        if joined.done():
+            return
+        if future.cancelled():
+            joined.cancel()
+        elif future.exception() is not None:
+            joined.set_exception(future.exception())  # type: ignore[arg-type]
+        else:
+            remaining[0] -= 1
+            if not remaining[0]:
+                joined.set_result(None)
+
+    first.add_done_callback(done)
+    second.add_done_callback(done)
+    return joined
 
 
 def _queue_record(queue_id: int, data: dict[str, Any]) -> QueueRecord:

@@ -141,6 +141,30 @@ async def test_a_crash_keeps_what_durable_confirmed_and_nothing_half_written(fac
     await storage.stop()
 
 
+async def test_durable_covers_the_bindings_journal_too(factory):
+    """Queues, addresses and key-value records made on the fly go to the bindings journal:
+    what durable() confirmed of them survives a crash as well."""
+    if factory.kind != "journal-memory":
+        pytest.skip("needs the crashable in-memory file system")
+    storage, _ = await _open(factory)
+    await _settle(storage)
+    storage.store_message(storage.next_id(), b"before", [1])
+    await _settle(storage)
+    queue_id = storage.next_id()
+    storage.store_queue(QueueRecord(queue_id=queue_id, name="late", address="late", routing_type="ANYCAST"))
+    storage.store_key_value("mqtt-session", "client-1", b"session")
+    durable = storage.durable()
+    assert durable is not None and not durable.done()  # the message journal alone has nothing pending
+    await durable
+    assert storage.durable() is None or storage.durable().done()
+    files = factory.holder["files"]
+    factory.holder["files"] = files.crash()
+    storage, state = await _open(factory)
+    assert [queue.name for queue in state.queues] == ["late"]
+    assert state.key_values[("mqtt-session", "client-1")][1] == b"session"
+    await storage.stop()
+
+
 async def test_durable_fails_when_the_disk_fails(factory):
     if factory.kind != "journal-memory":
         pytest.skip("needs fault injection")
