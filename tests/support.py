@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,12 +10,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from proton import Message, symbol
 from proton.reactor import LinkOption
 from proton.utils import BlockingConnection
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Await a condition the broker reaches through its own callbacks (polled, bounded):
+    TimeoutError when it is not reached within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(interval)
 
 
 class Capability(LinkOption):

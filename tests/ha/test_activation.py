@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from support import receive, send
+from support import receive, send, until
 
 from pybroker.config.parse import parse_config
 from pybroker.embedded import Broker
@@ -18,16 +18,6 @@ from pybroker.ha.node_manager import InMemoryNodeManager, InMemorySharedStore, N
 from pybroker.testing.ha import HAPair, pair_config_xml
 
 pytestmark = pytest.mark.asyncio
-
-
-async def _until(condition, timeout: float = 10.0) -> None:
-    """Await a condition the broker reaches through its own callbacks (polled, bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 async def test_failover_serves_every_durable_message(tmp_path):
@@ -49,7 +39,7 @@ async def test_failback_hands_the_store_back_and_the_backup_waits_again(tmp_path
         await pair.restart_primary()  # returns once the primary is active again
         assert pair.primary.active
         activation = pair.backup.activation
-        await _until(lambda: activation.passive.is_set())
+        await until(lambda: activation.passive.is_set())
         assert not pair.backup.active and activation.failbacks == 1
         assert await asyncio.to_thread(receive, pair.primary.port, "q", 1) == ["b"]
         # and the backup takes over again on the next failure
@@ -192,14 +182,14 @@ async def _split_brain_round(tmp_path: Path, store: InMemorySharedStore, rng: ra
         # a primary blocks in start() until it holds the lock: start them as tasks
         pending.append(asyncio.create_task(node.start()))
         await asyncio.sleep(rng.uniform(0, 0.05))
-    await _until(lambda: active_count() == 1)
+    await until(lambda: active_count() == 1)
     # fail the active one a few times; someone else must take over each time
     for _ in range(3):
         active = next(node for node in nodes if node.active)
         await active.stop(failover=True)
         if not any(n._running for n in nodes):
             break
-        await _until(lambda: active_count() == 1 or not any(n._running for n in nodes), timeout=15)
+        await until(lambda: active_count() == 1 or not any(n._running for n in nodes), timeout=15)
     for node in nodes:
         await node.stop()
     for task in pending:

@@ -9,7 +9,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 import stomp
-from support import receive
+from support import receive, until
 
 from pybroker.config.parse import parse_config
 from pybroker.embedded import Broker
@@ -27,15 +27,6 @@ def _broker(tmp_path) -> Broker:
       <addresses><address name="blocked.q"><anycast><queue name="blocked.q"/></anycast></address></addresses>
       </core></configuration>"""
     return Broker(parse_config(xml, file="block.xml", instance_dir=tmp_path))
-
-
-async def _wait_until(condition, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 async def test_mqtt_publisher_is_held_back_and_resumes(tmp_path):
@@ -58,7 +49,7 @@ async def test_mqtt_publisher_is_held_back_and_resumes(tmp_path):
             for i in range(100):
                 client.publish("blocked/q", i.to_bytes(4, "big") + b"m" * 1000, qos=1)
             queue = broker.server.post_office.queues["blocked.q"]
-            await _wait_until(lambda: not broker.server.post_office.can_send("blocked.q"))
+            await until(lambda: not broker.server.post_office.can_send("blocked.q"))
             held = queue.message_count
             await asyncio.sleep(0.3)
             assert queue.message_count <= held + 20  # at most what was already read
@@ -87,7 +78,7 @@ async def test_stomp_sender_is_held_back_and_resumes(tmp_path):
         sender.start()
         try:
             queue = None
-            await _wait_until(lambda: "blocked.q" in broker.server.post_office.queues
+            await until(lambda: "blocked.q" in broker.server.post_office.queues
                               and not broker.server.post_office.can_send("blocked.q"))
             queue = broker.server.post_office.queues["blocked.q"]
             held = queue.message_count

@@ -24,10 +24,11 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 import pytest
+from mqtt_raw import RawClient
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
-from pybroker.protocol.mqtt.codec import NEED_DATA, ConnAck, Connect, MQTTCodec
+from pybroker.protocol.mqtt.codec import ConnAck, Connect
 from pybroker.protocol.mqtt.packets import SubAck, Subscribe, Subscription
 from pybroker.protocol.mqtt.properties import EMPTY_PROPERTIES, Properties
 from pybroker.testing.ha import HAPair, ProcessHAPair
@@ -300,39 +301,6 @@ async def test_persistent_session_survives_kill_9_of_the_primary_process(tmp_pat
         await asyncio.to_thread(pair.stop)
 
 
-class RawClient:
-    """MQTT through the project's codec on the event loop (to watch exactly when a reply comes)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.codec = MQTTCodec("client")
-
-    @classmethod
-    async def open(cls, port: int) -> RawClient:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    def send(self, packet: Any) -> None:
-        self.writer.write(self.codec.send(packet))
-
-    async def packet(self, timeout: float = TIMEOUT) -> Any:
-        async with asyncio.timeout(timeout):
-            while (event := self.codec.next_event()) is NEED_DATA:
-                data = await self.reader.read(65536)
-                if not data:
-                    return None
-                self.codec.receive_data(data)
-            return event
-
-    async def nothing_within(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            packet = await self.packet(seconds)
-            raise AssertionError(f"{packet} came before the session record was durable")
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 @VERSIONS
 async def test_connack_and_suback_of_a_persistent_session_wait_for_its_record(
     tmp_path: Path, v5: bool, monkeypatch: pytest.MonkeyPatch
@@ -358,10 +326,10 @@ async def test_connack_and_suback_of_a_persistent_session_wait_for_its_record(
 
         monkeypatch.setattr(storage, "store_key_value", slow_store_key_value)
         properties = Properties(session_expiry_interval=3600) if v5 else EMPTY_PROPERTIES
-        raw = await RawClient.open(pair.primary.port)
+        raw = await RawClient.open(pair.primary.port, timeout=TIMEOUT)
         try:
             raw.send(Connect(client_id, 5 if v5 else 4, clean_start=False, properties=properties))
-            await raw.nothing_within(0.3)
+            await raw.nothing_within(0.3, "before the session record was durable")
             gate.set()
             connack = await raw.packet()
             assert isinstance(connack, ConnAck) and connack.reason_code == 0
@@ -369,7 +337,7 @@ async def test_connack_and_suback_of_a_persistent_session_wait_for_its_record(
 
             gate.clear()
             raw.send(Subscribe(1, (Subscription(FILTER, 1),)))
-            await raw.nothing_within(0.3)
+            await raw.nothing_within(0.3, "before the session record was durable")
             gate.set()
             suback = await raw.packet()
             assert isinstance(suback, SubAck) and tuple(suback.reason_codes) == (1,)

@@ -15,6 +15,7 @@ from typing import Any
 import aiomqtt
 import paho.mqtt.client as paho
 import pytest
+from mqtt_raw import RawClient
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -28,7 +29,6 @@ from pybroker.embedded import Broker
 from pybroker.errors import SecurityError
 from pybroker.protocol.mqtt.codec import (
     NEED_DATA,
-    ConnAck,
     Connect,
     Disconnect,
     MQTTCodec,
@@ -71,48 +71,6 @@ async def nothing_within(subscriber: aiomqtt.Client, seconds: float) -> None:
         async with asyncio.timeout(seconds):
             async for message in subscriber.messages:
                 raise AssertionError(f"unexpected message {message.topic}: {message.payload!r}")
-
-
-class RawClient:
-    """A socket speaking MQTT through the project's codec (for what real clients will not do)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.codec = MQTTCodec("client")
-
-    @classmethod
-    async def connect(cls, port: int, connect: Connect) -> tuple[RawClient, ConnAck]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        raw = cls(reader, writer)
-        raw.send(connect)
-        connack = await raw.packet()
-        return raw, connack
-
-    def send(self, packet: Any) -> None:
-        self.writer.write(self.codec.send(packet))
-
-    async def packet(self, timeout: float = TIMEOUT) -> Any:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = self.codec.next_event()
-                if event is not NEED_DATA:
-                    return event
-                data = await self.reader.read(65536)
-                if not data:
-                    return None
-                self.codec.receive_data(data)
-
-    async def closed_by_server(self, timeout: float = TIMEOUT) -> bytes:
-        """Everything the server sent until it closed the connection."""
-        received = b""
-        async with asyncio.timeout(timeout):
-            while data := await self.reader.read(65536):
-                received += data
-        return received
-
-    def abort(self) -> None:
-        self.writer.transport.abort()
 
 
 # --- QoS both directions ------------------------------------------------------------------------

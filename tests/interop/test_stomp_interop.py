@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import stomp
 import stomp.exception
-from support import Capability, connect, send
+from support import Capability, connect, send, until
 
 from pybroker.config.model import RoutingType
 from pybroker.config.parse import parse_config
@@ -539,16 +539,6 @@ async def test_amqp_to_stomp(pybroker_broker):
 # -- back-pressure ----------------------------------------------------------------------------------
 
 
-async def wait_until(predicate: Any, timeout: float = TIMEOUT) -> None:
-    """Wait for a broker-side condition (checked every few ms, bounded by ``timeout``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.005)
-
-
 async def test_a_consumer_that_does_not_read_holds_the_rest_in_the_queue(pybroker_broker):
     server = pybroker_broker.server
     count, size = 4000, 4096
@@ -568,7 +558,7 @@ async def test_a_consumer_that_does_not_read_holds_the_rest_in_the_queue(pybroke
             handlers = [h for h in pybroker_broker.handlers if getattr(h, "subscriptions", None)]
             return bool(handlers) and handlers[0].write_blocked
 
-        await wait_until(paused)
+        await until(paused)
         delivered = flood.messages_acknowledged  # auto mode: acknowledged when written
         assert 0 < delivered < count and flood.message_count == count - delivered
 

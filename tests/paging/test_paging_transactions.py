@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable
 
 import pytest
+from support import until
 
 from pybroker.broker.message import Message
 from pybroker.broker.security import Principal
@@ -75,15 +75,6 @@ def _message(number: int) -> Message:
     return Message(address=ADDRESS, body=b"%08d" % number + b"x" * (BODY - 8), durable=True)
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 async def _send(server, numbers) -> None:
     session = _session(server)
     for number in numbers:
@@ -115,7 +106,7 @@ async def _drain(server, count: int, timeout: float = 10.0) -> list[int]:
             acked += 1
         return acked >= count
 
-    await _until(settle, timeout)
+    await until(settle, timeout)
     session.close_consumer(consumer, failed=False)
     await server.storage.durable()
     return collector.numbers
@@ -176,10 +167,10 @@ async def test_paged_sends_stay_invisible_until_the_commit_is_durable(tmp_path):
         session.send_transacted(tx, _message(number))
     commit = asyncio.ensure_future(session.commit(tx))
     paging = _paging(server)
-    await _until(lambda: tx.tx_id in paging.holds)
+    await until(lambda: tx.tx_id in paging.holds)
     # a plain send after the transaction's records: it waits behind them (order)
     await _send(server, [30])
-    await _until(lambda: len(collector.refs) >= 10)
+    await until(lambda: len(collector.refs) >= 10)
     await asyncio.sleep(0.2)
     assert collector.numbers == list(range(10))  # nothing of the transaction, nothing after it
     for ref in list(collector.refs):
@@ -188,7 +179,7 @@ async def test_paged_sends_stay_invisible_until_the_commit_is_durable(tmp_path):
     gate.set_result(None)
     await commit
     assert tx.state is TransactionState.COMMITTED
-    await _until(lambda: len(collector.refs) >= 31)
+    await until(lambda: len(collector.refs) >= 31)
     assert collector.numbers == list(range(31))
     await server.stop()
 
@@ -255,7 +246,7 @@ async def test_page_transaction_records_go_with_their_pages(tmp_path):
     paging = _paging(server)
     assert len(paging.tx_records) >= 9 and len(paging.store.pages) > 3
     assert await _drain(server, 200) == list(range(200))
-    await _until(lambda: len(paging.tx_records) <= 1)  # only the current page can keep one
+    await until(lambda: len(paging.tx_records) <= 1)  # only the current page can keep one
     await server.stop()
 
     server = await _server(tmp_path)
@@ -269,7 +260,7 @@ async def test_acks_of_depaged_messages_count_only_when_committed(tmp_path):
     session = _session(server)
     collector = Collector(credit=25)
     consumer = session.create_consumer(ADDRESS, collector)
-    await _until(lambda: len(collector.refs) == 25)
+    await until(lambda: len(collector.refs) == 25)
     refs = collector.refs
     assert all(ref.page is not None for ref in refs[10:25])  # read back from pages
     committed = session.begin_transaction()
@@ -302,7 +293,7 @@ async def test_a_failed_ack_commit_keeps_the_pages_and_the_messages_come_back(tm
     session = _session(server)
     collector = Collector()
     consumer = session.create_consumer(ADDRESS, collector)
-    await _until(lambda: len(collector.refs) == 24)
+    await until(lambda: len(collector.refs) == 24)
     pages_before = set(_paging(server).store.pages)
     assert len(pages_before) >= 2  # a full page, and the current one
     storage = server.storage
