@@ -105,6 +105,8 @@ class WildcardIndex:
     def __init__(self, config: WildcardConfig) -> None:
         self._config = config
         self._patterns: dict[str, WildcardPattern] = {}
+        #: the patterns by name (read only; its truth is a cheap "any patterns?" check)
+        self.patterns = self._patterns
         self._cache: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:

@@ -138,6 +138,42 @@ class Message:
         self.usage = None
         self.size = MESSAGE_OVERHEAD_BYTES + len(body)
 
+    @classmethod
+    def received(
+        cls,
+        address: str,
+        body: bytes,
+        protocol: str,
+        codec: MessageCodec,
+        durable: bool,
+        priority: int,
+        expiration: int,
+        timestamp: int,
+    ) -> Message:
+        """A message as a protocol just received it: ``Message(...)`` with the receive path's
+        arguments, positional and without the keyword parsing (one call per message)."""
+        message = _new_message(cls)
+        message.message_id = 0
+        message.address = address
+        message.body = body
+        message.protocol = protocol
+        message.codec = codec
+        message.durable = durable
+        message.priority = priority if 0 <= priority <= 9 else (9 if priority > 9 else 0)
+        message.expiration = expiration
+        message.timestamp = timestamp
+        message.routing_type = None
+        message._properties = None
+        message.annotations = None
+        message.extra = None
+        message.user = None
+        message.large = None
+        message.ref_count = 0
+        message.stored = False
+        message.usage = None
+        message.size = MESSAGE_OVERHEAD_BYTES + len(body)
+        return message
+
     @property
     def properties(self) -> dict[str, Any]:
         """Application properties, decoded by the producing protocol's codec on first access."""

@@ -29,7 +29,7 @@ from pybroker.config.model import AddressSettings, RoutingType, WildcardConfig
 from pybroker.errors import AddressFullError, PyBrokerError
 from pybroker.storage.manager import AddressRecord, QueueRecord, StorageManager
 
-from .addressing import AddressInfo, WildcardIndex, is_wildcard, split_fqqn
+from .addressing import FQQN_SEPARATOR, AddressInfo, WildcardIndex, is_wildcard, split_fqqn
 from .limits import BLOCK, DROP, FAIL, PAGE, Limits
 from .message import (
     ACTUAL_EXPIRY,
@@ -205,7 +205,8 @@ class PostOffice:
             if usage is not None:
                 message.usage = None
                 self.limits.remove(usage, message.size)
-            self._release_large(message)
+            if message.large is not None:
+                self._release_large(message)
         if not queue.consumers and queue.auto_created:
             self._maybe_auto_delete(queue)
 
@@ -563,22 +564,36 @@ class PostOffice:
     ) -> RouteResult:
         """Route ``message`` to its queues; stores it first when it is durable."""
         address, targets = self.resolve(message, routing_type, auto_create=auto_create)
-        if self._is_duplicate(message, address):
+        # duplicate detection only for a message that carries an id (most do not)
+        props = message._properties
+        if (
+            DUPLICATE_ID_PROPERTY in props if props is not None else message.codec.duplicate_id(message) is not None
+        ) and self._is_duplicate(message, address):
             return RouteResult(duplicate=True)
         if not targets:
             self.unrouted_count += 1
             return RouteResult()
-        usage = self.limits.usage(address)
-        admission = self.admit(message, address, usage)
-        if admission != ADMIT_MEMORY:
-            if admission == ADMIT_DROP:
-                return RouteResult(dropped=True)
-            # in page mode every new message goes to the pages, full or not: order is kept
-            if message.message_id == 0:
-                message.message_id = self.next_id()
-            return self.paging.page(message, targets, address)  # type: ignore[attr-defined]
+        limits = self.limits
+        usage = limits.usage(address)
+        paging = self.paging
+        if (
+            (paging is not None and paging.is_paging(address))  # type: ignore[attr-defined]
+            or limits.disk_full
+            or usage.limited
+            or limits.global_over
+        ):
+            # admit() would not return ADMIT_MEMORY at once: let it decide
+            admission = self.admit(message, address, usage)
+            if admission != ADMIT_MEMORY:
+                if admission == ADMIT_DROP:
+                    return RouteResult(dropped=True)
+                # in page mode every new message goes to the pages, full or not: order is kept
+                if message.message_id == 0:
+                    message.message_id = self.next_id()
+                return self.paging.page(message, targets, address)  # type: ignore[attr-defined]
         if message.message_id == 0:
-            message.message_id = self.next_id()
+            ids = self.ids
+            message.message_id = ids.next() if ids is not None else self.storage.next_id()
         stored = False
         storage = self.storage
         if message.durable and storage.persistent:
@@ -625,7 +640,11 @@ class PostOffice:
         self, message: Message, routing_type: RoutingType | None, *, auto_create: bool = True
     ) -> tuple[str, list[Queue]]:
         """The address and the queues ``message`` goes to (auto-creating per settings)."""
-        address, queue_name = split_fqqn(message.address)
+        name = message.address
+        if FQQN_SEPARATOR not in name:
+            address, queue_name = name, None  # split_fqqn(name), without the call
+        else:
+            address, queue_name = split_fqqn(name)
         if queue_name is not None:
             queue = self.queues.get(queue_name)
             if queue is None or queue.address != address:
@@ -724,7 +743,7 @@ class PostOffice:
 
     def _targets(self, address: str, routing_type: RoutingType | None, message: Message) -> list[Queue]:
         bound = self.bindings.get(address, [])
-        if len(self.wildcards):
+        if self.wildcards.patterns:
             matched = self.wildcards.matching(address)
             if matched:
                 bound = list(bound)

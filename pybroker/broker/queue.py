@@ -270,6 +270,13 @@ class Queue:
                 if self._deliver_again:
                     self.deliver()
                 return
+            # every consumer just refused it (no credit): offering it again at once is
+            # pointless unless one of them changed its mind meanwhile (_deliver_again)
+            self.buckets[ref.message.priority].append(ref)
+            self._queued += 1
+            if self._deliver_again:
+                self.deliver()
+            return
         self.buckets[ref.message.priority].append(ref)
         self._queued += 1
         if deliver and consumers:
@@ -504,8 +511,12 @@ class Queue:
         in flight any more (settled twice, or returned by a consumer close)."""
         if ref.queue is not self:
             raise QueueError(f"reference {ref!r} does not belong to queue {self.name!r}")
-        if not self._take_in_flight(ref):
+        # _take_in_flight(ref), inlined: this runs once per message
+        consumer = ref.consumer
+        if consumer is None or consumer.in_flight.pop(id(ref), None) is None:
             return False
+        ref.consumer = None
+        self.delivering_count -= 1
         self.messages_acknowledged += 1
         self.context.acknowledged(self, ref, write=write)
         return True

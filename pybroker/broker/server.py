@@ -78,6 +78,9 @@ class NotActiveError(PyBrokerError):
 class BrokerServer:
     """The broker core for one node."""
 
+    #: ``state is ServerState.ACTIVE``, kept by the ``state`` setter
+    active: bool
+
     def __init__(
         self,
         configuration: Configuration,
@@ -143,8 +146,14 @@ class BrokerServer:
         self.state = new
 
     @property
-    def active(self) -> bool:
-        return self.state is ServerState.ACTIVE
+    def state(self) -> ServerState:
+        return self._state
+
+    @state.setter
+    def state(self, value: ServerState) -> None:
+        self._state = value
+        # a plain attribute, not a property: every send checks it
+        self.active = value is ServerState.ACTIVE
 
     def check_accepting(self) -> None:
         if self.state is not ServerState.ACTIVE:

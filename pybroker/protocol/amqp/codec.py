@@ -2025,7 +2025,10 @@ def routing_view(data: bytes) -> tuple[Header, Properties]:
             code = data[o + 2]
             o += 3
             if code == HEADER:
-                if data[o] == 0xC0:
+                vcode = data[o]
+                if vcode == 0x45:
+                    o += 1  # list0: every field at its default (proton's encoding of a default header)
+                elif vcode == 0xC0:
                     end = o + 2 + data[o + 1]
                     key = data[o:end]
                     cached = _HEADER_CACHE.get(key)
@@ -2040,7 +2043,10 @@ def routing_view(data: bytes) -> tuple[Header, Properties]:
                 else:
                     header, o = _decode_header(data, o, start)
             elif code == PROPERTIES:
-                properties, o = _decode_properties(data, o, start)
+                if data[o] == 0x45:
+                    o += 1  # list0: no properties
+                else:
+                    properties, o = _decode_properties(data, o, start)
             elif code == DATA:
                 vcode = data[o]
                 if vcode == 0xA0:
@@ -2049,6 +2055,8 @@ def routing_view(data: bytes) -> tuple[Header, Properties]:
                     o += 5 + _unpack_I(data, o + 1)[0]
                 else:
                     raise AMQPDecodeError(f"data section holds format code {vcode:#04x}", o)
+            elif code == AMQP_VALUE and data[o] == 0xB0:
+                o += 5 + _unpack_I(data, o + 1)[0]  # a binary amqp-value (vbin32): skipped by its size
             elif code in _RANK:
                 o = _skip(data, o)
             else:

@@ -66,7 +66,6 @@ class ProtonEngine:
         self._sasl_out = b""
         self._tail_closed = False
         self._freed = False
-        self._peek_buffer = bytearray(65536)
 
     # -- input -----------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -102,8 +101,9 @@ class ProtonEngine:
             pn_transport_close_tail(self.transport)
 
     # -- output ----------------------------------------------------------------------------
-    def data_to_send(self) -> bytes:
-        """Everything to write now (empty when nothing)."""
+    def data_to_send(self) -> bytes | bytearray:
+        """Everything to write now (empty when nothing). A fresh object per call: the caller
+        may keep it (the socket transport buffers what it could not send at once)."""
         out = b""
         if self._sasl_out:
             out, self._sasl_out = self._sasl_out, b""
@@ -113,16 +113,21 @@ class ProtonEngine:
         pending = pn_transport_pending(transport)
         if pending <= 0:
             return out
-        chunks = [out] if out else []
-        while pending > 0:
-            size = min(pending, len(self._peek_buffer))
-            copied = lib.pn_transport_peek(transport, ffi.from_buffer(self._peek_buffer), size)
-            if copied < 0:
-                break
-            chunks.append(bytes(self._peek_buffer[:copied]))
-            pn_transport_pop(transport, copied)
-            pending = pn_transport_pending(transport)
-        return b"".join(chunks)
+        # peek straight into the buffer that is returned: one copy out of proton
+        chunk = bytearray(pending)
+        copied = lib.pn_transport_peek(transport, ffi.from_buffer(chunk), pending)
+        if copied < 0:
+            return out
+        if copied < pending:
+            del chunk[copied:]
+        pn_transport_pop(transport, copied)
+        if out:
+            chunk[:0] = out
+        # popping may let proton generate more output (rare): take that too
+        more = pn_transport_pending(transport)
+        if more > 0:
+            chunk += self.data_to_send()
+        return chunk
 
     @property
     def finished(self) -> bool:

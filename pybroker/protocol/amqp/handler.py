@@ -114,10 +114,21 @@ from pybroker.version import VERSION
 
 from .codec import AMQPDecodeError, head_length, parse_message
 from .engine import ProtonEngine
-from .message import amqp_to_core, core_to_amqp
+from .message import PROTOCOL as AMQP_PROTOCOL
+from .message import amqp_message, amqp_to_core, core_to_amqp
 from .sasl import SaslServer
 
 log = logging.getLogger("pybroker.amqp")
+
+_unpack = ffi.unpack
+
+# Delivery tags (a link's 4-byte big-endian counter) are written into this one C buffer and
+# passed as a prebuilt pn_bytes_t: pn_delivery() copies the tag, so the buffer is reused.
+_TAG_CHARS = ffi.new("char[4]")
+_TAG_STRUCT = ffi.new("pn_bytes_t *", (4, _TAG_CHARS))
+_TAG = _TAG_STRUCT[0]
+_TAG_BUFFER = ffi.buffer(_TAG_CHARS)
+_pack_tag = struct.Struct(">I").pack_into
 
 QUEUE_CAPABILITY = "queue"
 TOPIC_CAPABILITY = "topic"
@@ -424,11 +435,13 @@ class ReceiverLink:
             return  # the disk is behind: leave the bytes in proton (its window closes)
         pending = pn_delivery_pending(delivery)
         handler = self.handler
-        scratch = handler.receive_buffer
-        if pending > len(scratch):
-            scratch = handler.receive_buffer = bytearray(max(pending, 2 * len(scratch)))
-        received = lib.pn_link_recv(ptr, ffi.from_buffer(scratch), pending) if pending else 0
-        chunk = bytes(memoryview(scratch)[: max(received, 0)])
+        if pending > handler.receive_size:
+            handler.grow_receive_buffer(pending)
+        if pending:
+            received = lib.pn_link_recv(ptr, handler.receive_buffer, pending)
+            chunk = _unpack(handler.receive_buffer, received) if received > 0 else b""
+        else:
+            chunk = b""
         partial = pn_delivery_partial(delivery)
         if large is not None:
             large.write(chunk)
@@ -522,25 +535,29 @@ class ReceiverLink:
                 self._reject(delivery, "amqp:transaction:unknown-id", "unknown transaction")
                 return
         try:
-            message, parsed = amqp_to_core(data, self.address or "")
-            if self.address is None:
-                to = parsed.to
-                if not to:
-                    raise AMQPError("amqp:not-found", "anonymous-relay message with no 'to' address")
-                to, prefix_routing = handler.strip_prefix(to)
-                message.address = to
-                routing = prefix_routing
-                if routing is None:
-                    routing = _routing_from_annotations(parsed)
+            address = self.address
+            routing = self.explicit_routing
+            if transaction is None and address is not None and routing is not None:
+                # the common case: nothing but the header and properties needs decoding
+                result = self.session.server_session.send(amqp_message(data, address), routing)
             else:
-                routing = self.explicit_routing
-                if routing is None:
+                message, parsed = amqp_to_core(data, address or "")
+                if address is None:
+                    to = parsed.to
+                    if not to:
+                        raise AMQPError("amqp:not-found", "anonymous-relay message with no 'to' address")
+                    to, prefix_routing = handler.strip_prefix(to)
+                    message.address = to
+                    routing = prefix_routing
+                    if routing is None:
+                        routing = _routing_from_annotations(parsed)
+                elif routing is None:
                     routing = _routing_from_annotations(parsed)
-            if transaction is not None:
-                self.session.server_session.send_transacted(transaction, message, routing)
-                _transactional_outcome(delivery, transaction.tx_id, PN_ACCEPTED)
-                return
-            result = self.session.server_session.send(message, routing)
+                if transaction is not None:
+                    self.session.server_session.send_transacted(transaction, message, routing)
+                    _transactional_outcome(delivery, transaction.tx_id, PN_ACCEPTED)
+                    return
+                result = self.session.server_session.send(message, routing)
         except Exception as error:  # noqa: BLE001 - the transfer is refused, the link goes on
             if not isinstance(error, PyBrokerError):
                 log.exception("failed to route an AMQP message on link %s", self.link.name)
@@ -550,6 +567,13 @@ class ReceiverLink:
                 log.debug("dropped a pre-settled message: %s", description)
             else:
                 self._reject(delivery, condition, description)
+            return
+        if result.durable is None:
+            # not stored (non-durable, or no persistence): accept at once (_settle_routed's
+            # first case, inlined: this runs for every such message)
+            if not pn_delivery_settled(delivery):
+                pn_delivery_update(delivery, PN_ACCEPTED)
+            pn_delivery_settle(delivery)
             return
         self._settle_routed(delivery, result)
 
@@ -816,11 +840,15 @@ class SenderLink:
             return False  # a large message is being sent on this link: one delivery at a time
         if ref.message.large is not None:
             return self._deliver_large(ref)
-        payload = core_to_amqp(ref.message, ref.delivery_count)
+        message = ref.message
+        if message.protocol == AMQP_PROTOCOL and not ref.delivery_count and not message.annotations:
+            payload = message.body  # a first delivery sends the producer's bytes unchanged
+        else:
+            payload = core_to_amqp(message, ref.delivery_count)
         self._tag = tag_number = self._tag + 1
-        tag = struct.pack(">I", tag_number & 0xFFFFFFFF)
-        delivery = lib.pn_delivery(ptr, (4, ffi.from_buffer(tag)))
-        lib.pn_link_send(ptr, ffi.from_buffer(payload), len(payload))
+        _pack_tag(_TAG_BUFFER, 0, tag_number & 0xFFFFFFFF)
+        delivery = lib.pn_delivery(ptr, _TAG)
+        lib.pn_link_send(ptr, payload, len(payload))
         pn_link_advance(ptr)
         if self.presettled:
             pn_delivery_settle(delivery)
@@ -829,7 +857,8 @@ class SenderLink:
                 handler.loop.call_soon(ref.queue.acknowledge, ref)
         else:
             self.unsettled[delivery] = ref
-        handler.want_flush()
+        if not handler._flush_scheduled:
+            handler.want_flush()
         return True
 
     def _deliver_large(self, ref: MessageReference) -> bool:
@@ -838,8 +867,8 @@ class SenderLink:
         if store is None:
             return False
         self._tag = tag_number = self._tag + 1
-        tag = struct.pack(">I", tag_number & 0xFFFFFFFF)
-        delivery = lib.pn_delivery(self.ptr, (4, ffi.from_buffer(tag)))
+        _pack_tag(_TAG_BUFFER, 0, tag_number & 0xFFFFFFFF)
+        delivery = lib.pn_delivery(self.ptr, _TAG)
         if not self.presettled:
             self.unsettled[delivery] = ref
         self.streaming = True
@@ -909,7 +938,9 @@ class SenderLink:
             pn_delivery_settle(delivery)
             return
         state = pn_delivery_remote_state(delivery)
-        if state == TRANSACTIONAL_STATE:
+        if state == PN_ACCEPTED:  # the common outcome first
+            consumer.acknowledge(ref)
+        elif state == TRANSACTIONAL_STATE:
             transaction, outcome = self.session.transactional_outcome(delivery)
             if transaction is None:
                 consumer.cancel(ref, failed=False)
@@ -922,8 +953,6 @@ class SenderLink:
                 consumer.reject(ref)
             else:
                 consumer.cancel(ref, failed=outcome == PN_MODIFIED)
-        elif state == PN_ACCEPTED:
-            consumer.acknowledge(ref)
         elif state == PN_RELEASED:
             consumer.cancel(ref, failed=False)
         elif state == PN_REJECTED:
@@ -1175,9 +1204,18 @@ class AMQPConnectionHandler:
         self._tick_deadline = 0
         self._logged_close = False
         # transfers are read into this buffer and copied out once (grown on demand)
-        self.receive_buffer = bytearray(65536)
+        self.receive_size = 0
+        self.receive_buffer: Any = None
+        self.grow_receive_buffer(65536)
         # set whenever the peer sent something or the socket drained (large-message sends wait)
         self._progress: asyncio.Event | None = None
+
+    def grow_receive_buffer(self, size: int) -> None:
+        """Make the transfer scratch buffer (a C buffer, so pn_link_recv needs no conversion)
+        hold at least ``size`` bytes."""
+        size = max(size, 2 * self.receive_size)
+        self.receive_buffer = ffi.new("char[]", size)
+        self.receive_size = size
 
     # -- authentication --------------------------------------------------------------------
     def _authenticate(self, mechanism: str, user: str | None, password: str | None) -> Any:

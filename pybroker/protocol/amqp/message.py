@@ -71,34 +71,41 @@ class AMQPMessageCodec:
 
     def duplicate_id(self, message: Message) -> Any:
         # cheap pre-check: most messages carry no duplicate id, and then nothing is decoded
-        if _DUPLICATE_ID_BYTES not in message.body:
+        # (find, not ``in``: bytes.__contains__ first tries the argument as an int and pays
+        # for a TypeError on every call)
+        if message.body.find(_DUPLICATE_ID_BYTES) < 0:
             return None
         return message.properties.get(DUPLICATE_ID_PROPERTY)
 
 
 AMQP_CODEC = AMQPMessageCodec()
+_received = Message.received
+_time = time.time
 
 
 def amqp_to_core(data: bytes, address: str, *, now_ms: int | None = None) -> tuple[Message, Any]:
     """Build a core message from AMQP bytes (header and properties decoded, nothing else);
     returns the message and a view with ``header``, ``properties`` and ``to``."""
     header, properties = routing_view(data)
-    parsed = _RoutingView(data, header, properties)
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return _core_message(data, address, header, properties, now_ms), _RoutingView(data, header, properties)
+
+
+def amqp_message(data: bytes, address: str) -> Message:
+    """:func:`amqp_to_core` without the view: the receive path of a link whose address and
+    routing type are known."""
+    header, properties = routing_view(data)
+    return _core_message(data, address, header, properties, None)
+
+
+def _core_message(data: bytes, address: str, header: Any, properties: Any, now_ms: int | None) -> Message:
+    now = int(_time() * 1000) if now_ms is None else now_ms
     expiration = properties.absolute_expiry_time or 0
     if not expiration and header.ttl:
         expiration = now + header.ttl
-    message = Message(
-        address=address,
-        body=data,
-        protocol=PROTOCOL,
-        codec=AMQP_CODEC,
-        durable=header.durable,
-        priority=header.priority,
-        expiration=expiration,
-        timestamp=properties.creation_time or now,
+    return _received(
+        address, data, PROTOCOL, AMQP_CODEC, header.durable, header.priority, expiration,
+        properties.creation_time or now,
     )
-    return message, parsed
 
 
 class _RoutingView:

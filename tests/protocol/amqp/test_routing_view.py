@@ -12,6 +12,7 @@ from pybroker.protocol.amqp.codec import AMQPDecodeError, parse_message, routing
 
 MESSAGES = [
     Message(body=b"x" * 100),
+    Message(body=b"x" * 1024),  # proton's default shape: list0 header and properties, vbin32 value
     Message(body="text", durable=True, priority=7, ttl=1.5, address="q", id="ID:1", reply_to="r"),
     Message(body={"a": 1}, properties={"k": "v", "n": 3}, annotations={"x-opt-a": "b"}, subject="s"),
     Message(body=[1, 2, 3], correlation_id=42, expiry_time=1_000_000, creation_time=999),
