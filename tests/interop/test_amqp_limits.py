@@ -116,3 +116,31 @@ async def test_block_withholds_credit_and_loses_nothing(tmp_path):
         await asyncio.to_thread(producer.done.wait, 10)
         assert producer.accepted == 200 and not producer.rejected
         thread.join(10)
+
+
+class SizedProducer(Producer):
+    """Sends one message of each size in ``sizes``."""
+
+    def __init__(self, port: int, sizes: list[int]) -> None:
+        super().__init__(port, len(sizes))
+        self.sizes = sizes
+
+    def on_sendable(self, event):
+        while event.sender.credit and self.sent < self.count:
+            event.sender.send(Message(body=b"s" * self.sizes[self.sent]))
+            self.sent += 1
+
+
+async def test_amqp_max_message_size_refuses_bigger_transfers_whole_or_in_frames(tmp_path):
+    xml = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
+      <persistence-enabled>false</persistence-enabled><security-enabled>false</security-enabled>
+      <acceptors><acceptor name="a">tcp://127.0.0.1:0?amqpMaxMessageSize=4000</acceptor></acceptors>
+      </core></configuration>"""
+    async with Broker(parse_config(xml, file="size.xml", instance_dir=tmp_path)) as broker:
+        # 5000 bytes arrive in one frame, 300,000 in many: both refused; the link goes on
+        producer = SizedProducer(broker.port, [100, 5000, 300_000, 3000])
+        await asyncio.to_thread(Container(producer).run)
+        assert producer.accepted == 2
+        assert producer.rejected == ["amqp:link:message-size-exceeded"] * 2
+        bodies = await asyncio.to_thread(receive, broker.port, "limited", 2)
+        assert [len(body) for body in bodies] == [100, 3000]

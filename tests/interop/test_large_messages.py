@@ -162,3 +162,63 @@ async def test_large_message_file_names_are_message_ids(tmp_path):
     store = LargeMessageStore(tmp_path)
     assert store.path(42) == Path(tmp_path) / "42.msg"
     assert os.path.basename(store.path(7)) == "7.msg"
+
+
+async def test_a_large_message_that_arrives_whole_goes_to_a_file_too(tmp_path):
+    """120 KiB: over the 100 KiB threshold, yet small enough to arrive in one socket read (the
+    transfer is complete at its first frame event): it is stored as a large message all the
+    same, and comes back whole."""
+    from proton import Connection, Delivery, Transport
+
+    async with embedded_broker(persistence=True, data_dir=tmp_path) as broker:
+        body = bytes(range(256)) * 480
+
+        def send_in_one_write():
+            # everything the client has to say, written to the socket at once
+            connection = Connection()
+            transport = Transport()
+            transport.bind(connection)
+            connection.open()
+            session = connection.session()
+            session.open()
+            sender = session.sender("whole")
+            sender.target.address = "whole"
+            sender.target.capabilities.put_array(False, 21)  # symbol array
+            sender.target.capabilities.enter()
+            sender.target.capabilities.put_symbol("queue")
+            sender.target.capabilities.exit()
+            sender.open()
+            sock = socket.create_connection(("127.0.0.1", broker.port))
+            sock.settimeout(0.05)
+            sent = False
+            try:
+                for _ in range(400):
+                    pending = transport.pending()
+                    if pending > 0:
+                        sock.sendall(transport.peek(pending))
+                        transport.pop(pending)
+                    try:
+                        data = sock.recv(65536)
+                    except TimeoutError:
+                        data = b""
+                    if data:
+                        transport.push(data)
+                    if sender.credit and not sent:
+                        delivery = sender.delivery(b"t")
+                        sender.send(Message(body=body, durable=True).encode())
+                        sender.advance()
+                        sent = True
+                    if sent and delivery.remote_state:
+                        return delivery.remote_state
+                return None
+            finally:
+                sock.close()
+
+        outcome = await asyncio.to_thread(send_in_one_write)
+        assert outcome == Delivery.ACCEPTED
+        queue = broker.server.post_office.queues["whole"]
+        [ref] = list(queue.iter_queued())
+        assert ref.message.large is not None and len(ref.message.body) < 1024
+        assert len(_files(tmp_path)) == 1
+        [received] = await asyncio.to_thread(receive, broker.port, "whole", 1, timeout=30)
+        assert bytes(received) == body

@@ -32,6 +32,7 @@ import collections
 import contextlib
 import logging
 import struct
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -473,6 +474,15 @@ class ReceiverLink:
             self.partial = None
         else:
             data = chunk
+        size = len(data)
+        if size >= handler.size_check:
+            limit = handler.max_message_size
+            if limit and size > limit:
+                self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
+                pn_link_advance(ptr)
+                return
+            if 0 <= handler.large_threshold <= size and self._whole_to_large(delivery, data):
+                return
         pn_link_advance(ptr)
         if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
             self.grant_credit()
@@ -480,6 +490,30 @@ class ReceiverLink:
             self._enqueue(delivery, data)
         else:
             self._route(delivery, data)
+
+    def _whole_to_large(self, delivery: Any, data: bytes) -> bool:
+        """A transfer over the large-message threshold that arrived whole (in one read): it goes
+        to the large-message store all the same, as one that streamed in would. False when it
+        cannot (no store, a coordinator link, no complete head): it is routed as it is."""
+        if self.transaction_coordinator or self.handler.server.large_messages is None:
+            return False
+        try:
+            if head_length(data) is None:
+                return False
+        except AMQPDecodeError:
+            return False  # routing rejects it with the decode error
+        self.partial = bytearray(data)
+        self._start_large(delivery)
+        large, self.large = self.large, None
+        self.partial = None
+        if large is None:
+            return False
+        ptr = self.ptr
+        pn_link_advance(ptr)
+        if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
+            self.grant_credit()
+        self._enqueue(delivery, large)
+        return True
 
     # -- large messages: streamed to a file as the frames arrive -------------------------------
     def _start_large(self, delivery: Any) -> None:
@@ -1179,6 +1213,10 @@ class AMQPConnectionHandler:
         self.max_message_size = int(params.get("amqpMaxMessageSize", "0") or 0) or 0
         # transfers at least this big are streamed to the large-message store (-1: never)
         self.large_threshold = int(params.get("amqpMinLargeMessageSize", "102400"))
+        # the smallest transfer either limit applies to (one comparison per whole transfer)
+        limits = [limit for limit in (self.max_message_size + 1 if self.max_message_size else -1,
+                                      self.large_threshold) if limit >= 0]
+        self.size_check = min(limits) if limits else sys.maxsize
         self.anycast_prefix = params.get("anycastPrefix")
         self.multicast_prefix = params.get("multicastPrefix")
         idle_timeout = int(params.get("amqpIdleTimeout", "60000"))
