@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -1463,34 +1464,8 @@ class Journal:
                     f"{segment.path}: written with epoch {segment.epoch}, newer than this "
                     f"journal's epoch {self._epoch}: another broker owns this journal")
         replay = _Replay({segment.file_id for segment in segments}, announce=True)
-        truncated: TruncationInfo | None = None
-        end_offset = HEADER_SIZE
-        for index, segment in enumerate(segments):
-            data = segment.handle.pread(self._file_size, 0)
-            header = SegmentHeader(SegmentState.DATA, segment.file_id, segment.epoch)
-            scan = scan_segment(data, header)
-            damage = scan.damage
-            newest = index == len(segments) - 1
-            if damage is not None and not scan.clean:
-                if scan.next_valid is not None:
-                    raise JournalCorruptError(
-                        f"{damage.kind.value} record ({damage.detail}) with valid records after "
-                        f"it (next at offset {scan.next_valid})", file=str(segment.path),
-                        offset=damage.offset)
-                if not newest:
-                    raise JournalCorruptError(
-                        f"{damage.kind.value} record ({damage.detail}) in a segment that is not "
-                        "the newest", file=str(segment.path), offset=damage.offset)
-                truncated = TruncationInfo(str(segment.path), scan.stop, scan.dirty_bytes,
-                                           damage.kind.value)
-                logger.warning("journal %s: torn tail at offset %d (%s: %s): dropping %d bytes",
-                               segment.path, scan.stop, damage.kind.value, damage.detail,
-                               scan.dirty_bytes)
-                self._segments.check_guard()
-                segment.handle.pwrite(bytes(scan.dirty_bytes), scan.stop)
-                segment.handle.datasync()
-            replay.feed(segment.file_id, scan.bodies, scan.sizes)
-            end_offset = scan.stop
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pybroker-journal-read") as reader:
+            truncated, end_offset = self._replay_segments(segments, replay, reader)
         replay.check_prepared()
 
         tracker = replay.tracker
@@ -1523,6 +1498,46 @@ class Journal:
         result = LoadResult(replay.records(), prepared, len(incomplete),
                             replay.discarded, truncated, len(segments), replay.records_read)
         return result, incomplete
+
+    def _replay_segments(self, segments: list[Segment], replay: _Replay,
+                         reader: concurrent.futures.Executor) -> tuple[TruncationInfo | None, int]:
+        """Feed every segment to ``replay``, the next one read (by ``reader``: pread releases
+        the GIL) while the current one is decoded. Returns the torn tail cut from the newest
+        segment, if any, and where its records end."""
+        truncated: TruncationInfo | None = None
+        end_offset = HEADER_SIZE
+        size = self._file_size
+        pending = reader.submit(segments[0].handle.pread, size, 0) if segments else None
+        for index, segment in enumerate(segments):
+            assert pending is not None
+            data = pending.result()
+            pending = (reader.submit(segments[index + 1].handle.pread, size, 0)
+                       if index + 1 < len(segments) else None)
+            header = SegmentHeader(SegmentState.DATA, segment.file_id, segment.epoch)
+            scan = scan_segment(data, header)
+            damage = scan.damage
+            newest = index == len(segments) - 1
+            if damage is not None and not scan.clean:
+                if scan.next_valid is not None:
+                    raise JournalCorruptError(
+                        f"{damage.kind.value} record ({damage.detail}) with valid records after "
+                        f"it (next at offset {scan.next_valid})", file=str(segment.path),
+                        offset=damage.offset)
+                if not newest:
+                    raise JournalCorruptError(
+                        f"{damage.kind.value} record ({damage.detail}) in a segment that is not "
+                        "the newest", file=str(segment.path), offset=damage.offset)
+                truncated = TruncationInfo(str(segment.path), scan.stop, scan.dirty_bytes,
+                                           damage.kind.value)
+                logger.warning("journal %s: torn tail at offset %d (%s: %s): dropping %d bytes",
+                               segment.path, scan.stop, damage.kind.value, damage.detail,
+                               scan.dirty_bytes)
+                self._segments.check_guard()
+                segment.handle.pwrite(bytes(scan.dirty_bytes), scan.stop)
+                segment.handle.datasync()
+            replay.feed(segment.file_id, scan.bodies, scan.sizes)
+            end_offset = scan.stop
+        return truncated, end_offset
 
     # ---------------------------------------------------------------------------- compaction
 
