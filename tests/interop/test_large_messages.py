@@ -38,6 +38,49 @@ def _files(root: Path) -> list[Path]:
     return sorted((root / "data" / "large-messages").glob("*.msg"))
 
 
+class RawSender:
+    """A proton engine on a plain socket (SASL-less AMQP, open, begin, attach): a client that
+    can do what the blocking client will not (half a transfer, everything in one write)."""
+
+    def __init__(self, port: int, address: str, *, queue_capability: bool = False) -> None:
+        from proton import Connection, Transport
+
+        self.connection = Connection()
+        self.transport = Transport()
+        self.transport.bind(self.connection)
+        self.connection.open()
+        session = self.connection.session()
+        session.open()
+        self.sender = session.sender(address)
+        self.sender.target.address = address
+        if queue_capability:
+            capabilities = self.sender.target.capabilities
+            capabilities.put_array(False, 21)  # an array of symbols
+            capabilities.enter()
+            capabilities.put_symbol("queue")
+            capabilities.exit()
+        self.sender.open()
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(0.05)
+
+    def pump(self) -> None:
+        """Write everything the engine has to say (at once), then read what came back."""
+        transport = self.transport
+        pending = transport.pending()
+        if pending > 0:
+            self.sock.sendall(transport.peek(pending))
+            transport.pop(pending)
+        try:
+            received = self.sock.recv(65536)
+        except TimeoutError:
+            received = b""
+        if received:
+            transport.push(received)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 async def test_a_large_message_goes_through_a_file_and_comes_back_whole(tmp_path):
     async with embedded_broker(persistence=True, data_dir=tmp_path) as broker:
         body = _body()
@@ -109,41 +152,20 @@ async def test_an_interrupted_large_transfer_leaves_no_file(tmp_path):
         port = broker.port
 
         def start_and_vanish():
-            # a raw client: SASL-less AMQP header, open, begin, attach, and half a transfer
-            from proton import Connection, Transport
-
-            connection = Connection()
-            transport = Transport()
-            transport.bind(connection)
-            connection.open()
-            session = connection.session()
-            session.open()
-            sender = session.sender("s")
-            sender.target.address = "big"
-            sender.open()
-            sock = socket.create_connection(("127.0.0.1", port))
+            raw = RawSender(port, "big")
             data = Message(body=_body(4), durable=True).encode()
             sent_transfer = False
-            received = b""
-            for _ in range(400):
-                pending = transport.pending()
-                if pending > 0:
-                    sock.sendall(transport.peek(pending))
-                    transport.pop(pending)
-                sock.settimeout(0.05)
-                try:
-                    received = sock.recv(65536)
-                except TimeoutError:
-                    received = b""
-                if received:
-                    transport.push(received)
-                if sender.credit and not sent_transfer:
-                    sender.delivery(b"tag")
-                    sender.stream(data[: len(data) // 2])  # half of it, never completed
-                    sent_transfer = True
-                if sent_transfer and transport.pending() <= 0:
-                    break
-            sock.close()
+            try:
+                for _ in range(400):
+                    raw.pump()
+                    if raw.sender.credit and not sent_transfer:
+                        raw.sender.delivery(b"tag")
+                        raw.sender.stream(data[: len(data) // 2])  # half of it, never completed
+                        sent_transfer = True
+                    if sent_transfer and raw.transport.pending() <= 0:
+                        break
+            finally:
+                raw.close()
 
         await asyncio.to_thread(start_and_vanish)
         for _ in range(200):
@@ -168,51 +190,26 @@ async def test_a_large_message_that_arrives_whole_goes_to_a_file_too(tmp_path):
     """120 KiB: over the 100 KiB threshold, yet small enough to arrive in one socket read (the
     transfer is complete at its first frame event): it is stored as a large message all the
     same, and comes back whole."""
-    from proton import Connection, Delivery, Transport
+    from proton import Delivery
 
     async with embedded_broker(persistence=True, data_dir=tmp_path) as broker:
         body = bytes(range(256)) * 480
 
         def send_in_one_write():
-            # everything the client has to say, written to the socket at once
-            connection = Connection()
-            transport = Transport()
-            transport.bind(connection)
-            connection.open()
-            session = connection.session()
-            session.open()
-            sender = session.sender("whole")
-            sender.target.address = "whole"
-            sender.target.capabilities.put_array(False, 21)  # symbol array
-            sender.target.capabilities.enter()
-            sender.target.capabilities.put_symbol("queue")
-            sender.target.capabilities.exit()
-            sender.open()
-            sock = socket.create_connection(("127.0.0.1", broker.port))
-            sock.settimeout(0.05)
-            sent = False
+            raw = RawSender(broker.port, "whole", queue_capability=True)
+            delivery = None
             try:
                 for _ in range(400):
-                    pending = transport.pending()
-                    if pending > 0:
-                        sock.sendall(transport.peek(pending))
-                        transport.pop(pending)
-                    try:
-                        data = sock.recv(65536)
-                    except TimeoutError:
-                        data = b""
-                    if data:
-                        transport.push(data)
-                    if sender.credit and not sent:
-                        delivery = sender.delivery(b"t")
-                        sender.send(Message(body=body, durable=True).encode())
-                        sender.advance()
-                        sent = True
-                    if sent and delivery.remote_state:
+                    raw.pump()  # the whole transfer goes out in one write
+                    if raw.sender.credit and delivery is None:
+                        delivery = raw.sender.delivery(b"t")
+                        raw.sender.send(Message(body=body, durable=True).encode())
+                        raw.sender.advance()
+                    if delivery is not None and delivery.remote_state:
                         return delivery.remote_state
                 return None
             finally:
-                sock.close()
+                raw.close()
 
         outcome = await asyncio.to_thread(send_in_one_write)
         assert outcome == Delivery.ACCEPTED

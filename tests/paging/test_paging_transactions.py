@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import pytest
 from support import until
@@ -350,7 +349,6 @@ async def test_a_page_limit_fails_the_commit_and_leaves_nothing_visible(tmp_path
         session.send_transacted(tx, _message(number))
     with pytest.raises(AddressFullError):
         await session.commit(tx)
-    gc.collect()
     paging = _paging(server)
     assert not paging.holds and tx.tx_id not in paging.committed
     assert await _drain(server, 5) == list(range(5))
