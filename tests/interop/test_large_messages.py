@@ -77,6 +77,14 @@ class RawSender:
         if received:
             transport.push(received)
 
+    def wait(self, condition, rounds: int = 600) -> None:
+        """Pump until ``condition()`` (bounded: about ``rounds`` x 50 ms)."""
+        for _ in range(rounds):
+            self.pump()
+            if condition():
+                return
+        raise AssertionError("the broker did not answer")
+
     def close(self) -> None:
         self.sock.close()
 
@@ -219,3 +227,44 @@ async def test_a_large_message_that_arrives_whole_goes_to_a_file_too(tmp_path):
         assert len(_files(tmp_path)) == 1
         [received] = await asyncio.to_thread(receive, broker.port, "whole", 1, timeout=30)
         assert bytes(received) == body
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["in-memory", "large"])
+async def test_aborted_transfers_leave_nothing_and_the_link_goes_on(tmp_path, large):
+    """A transfer aborted half-way (AMQP 1.0 2.7.5 ``aborted``), and one aborted before any
+    byte, are dropped (no message, no large file); the next transfers on the link arrive."""
+    async with embedded_broker(persistence=True, data_dir=tmp_path) as broker:
+        big = _body(6) if large else b"m" * 20_000
+
+        def send_with_aborts():
+            raw = RawSender(broker.port, "aborts", queue_capability=True)
+            sender = raw.sender
+            try:
+                raw.wait(lambda: sender.credit > 0)
+                half = sender.delivery(b"half")
+                data = Message(body=big, durable=True).encode()
+                sender.stream(data[: len(data) // 2])
+                raw.pump()
+                raw.pump()
+                half.abort()
+                sender.delivery(b"bare").abort()
+                outcomes = []
+                for tag, body in ((b"small", b"small"), (b"whole", big)):
+                    delivery = sender.delivery(tag)
+                    sender.send(Message(body=body, durable=True).encode())
+                    sender.advance()
+                    raw.wait(lambda delivery=delivery: bool(delivery.remote_state))
+                    outcomes.append(delivery.remote_state)
+                return outcomes
+            finally:
+                raw.close()
+
+        from proton import Delivery
+
+        outcomes = await asyncio.to_thread(send_with_aborts)
+        assert outcomes == [Delivery.ACCEPTED, Delivery.ACCEPTED]
+        queue = broker.server.post_office.queues["aborts"]
+        assert queue.message_count == 2
+        assert len(_files(tmp_path)) == (1 if large else 0)  # the aborted body left no file
+        bodies = await asyncio.to_thread(receive, broker.port, "aborts", 2, timeout=30)
+        assert [bytes(body) for body in bodies] == [b"small", big]

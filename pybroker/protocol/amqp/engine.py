@@ -20,7 +20,6 @@ from cproton import (
     pn_transport_capacity,
     pn_transport_close_head,
     pn_transport_close_tail,
-    pn_transport_closed,
     pn_transport_pending,
     pn_transport_pop,
     pn_transport_set_channel_max,
@@ -66,10 +65,13 @@ class ProtonEngine:
         self._sasl_out = b""
         self._tail_closed = False
         self._freed = False
+        # the last pn_transport_pending result of data_to_send (None: unknown or stale)
+        self._last_pending: int | None = None
 
     # -- input -----------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket. Raises ProtocolError (SASL) on a broken handshake."""
+        self._last_pending = None
         sasl = self.sasl
         if sasl is not None and sasl.state is not SaslState.DONE:
             try:
@@ -96,6 +98,7 @@ class ProtonEngine:
             view = view[len(chunk) :]
 
     def read_eof(self) -> None:
+        self._last_pending = None
         if not self._tail_closed:
             self._tail_closed = True
             pn_transport_close_tail(self.transport)
@@ -104,6 +107,7 @@ class ProtonEngine:
     def data_to_send(self) -> bytes | bytearray:
         """Everything to write now (empty when nothing). A fresh object per call: the caller
         may keep it (the socket transport buffers what it could not send at once)."""
+        self._last_pending = None
         out = b""
         if self._sasl_out:
             out, self._sasl_out = self._sasl_out, b""
@@ -112,6 +116,7 @@ class ProtonEngine:
         transport = self.transport
         pending = pn_transport_pending(transport)
         if pending <= 0:
+            self._last_pending = pending
             return out
         # peek straight into the buffer that is returned: one copy out of proton
         chunk = bytearray(pending)
@@ -127,6 +132,8 @@ class ProtonEngine:
         more = pn_transport_pending(transport)
         if more > 0:
             chunk += self.data_to_send()
+        else:
+            self._last_pending = more
         return chunk
 
     @property
@@ -134,13 +141,28 @@ class ProtonEngine:
         """The engine will produce no more output (both ends closed)."""
         if self.sasl is not None and self.sasl.state is SaslState.FAILED:
             return not self._sasl_out
-        return bool(pn_transport_closed(self.transport)) or pn_transport_pending(self.transport) < 0
+        # pn_transport_closed is "capacity < 0 and pending < 0": implied by pending < 0
+        return pn_transport_pending(self.transport) < 0
+
+    def finished_after_send(self) -> bool:
+        """:attr:`finished` right after :meth:`data_to_send`: reuses the pending count that
+        call ended with (nothing can have changed the engine in between) instead of asking
+        proton again; falls back to :attr:`finished` when there is none."""
+        pending = self._last_pending
+        if pending is None:
+            return self.finished
+        self._last_pending = None
+        if self.sasl is not None and self.sasl.state is SaslState.FAILED:
+            return not self._sasl_out
+        return pending < 0
 
     def close_head(self) -> None:
+        self._last_pending = None
         pn_transport_close_head(self.transport)
 
     def tick(self, now_ms: int) -> int:
         """Run timers (heartbeats, idle timeout); returns the next deadline in ms (0: none)."""
+        self._last_pending = None
         if self.sasl is not None and self.sasl.state is not SaslState.DONE:
             return 0
         return int(pn_transport_tick(self.transport, now_ms))

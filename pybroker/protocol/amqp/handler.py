@@ -122,6 +122,7 @@ from .sasl import SaslServer
 log = logging.getLogger("pybroker.amqp")
 
 _unpack = ffi.unpack
+PN_ABORTED = -11  # pn_link_recv on an aborted delivery (proton/error.h)
 
 # Delivery tags (a link's 4-byte big-endian counter) are written into this one C buffer and
 # passed as a prebuilt pn_bytes_t: pn_delivery() copies the tag, so the buffer is reused.
@@ -421,28 +422,47 @@ class ReceiverLink:
         settings = self.handler.server.address_settings(address)
         return settings.default_address_routing_type or RoutingType.MULTICAST
 
-    def on_transfer(self, delivery: Any) -> None:
-        """A complete (or aborted, or partial) transfer arrived."""
+    def _aborted(self, delivery: Any) -> None:
+        self.partial = None
+        if self.large is not None:
+            self.large.abort()
+            self.large = None
+        pn_delivery_settle(delivery)
+
+    def on_transfer(self, delivery: Any, current: bool = False) -> None:
+        """A complete (or aborted, or partial) transfer arrived. ``current``: the caller saw
+        ``pn_delivery_readable`` (it is the link's current delivery, so ``pn_link_recv``
+        reads it and reports an abort itself: no ``pn_delivery_aborted``/``_pending`` call)."""
         ptr = self.ptr
-        if pn_delivery_aborted(delivery):
-            self.partial = None
-            if self.large is not None:
-                self.large.abort()
-                self.large = None
-            pn_delivery_settle(delivery)
-            return
         large = self.large
-        if large is not None and large.paused:
-            return  # the disk is behind: leave the bytes in proton (its window closes)
-        pending = pn_delivery_pending(delivery)
+        if not current or (large is not None and large.paused):
+            if pn_delivery_aborted(delivery):
+                self._aborted(delivery)
+                return
+            if large is not None and large.paused:
+                return  # the disk is behind: leave the bytes in proton (its window closes)
         handler = self.handler
-        if pending > handler.receive_size:
-            handler.grow_receive_buffer(pending)
-        if pending:
-            received = lib.pn_link_recv(ptr, handler.receive_buffer, pending)
-            chunk = _unpack(handler.receive_buffer, received) if received > 0 else b""
+        size = handler.receive_size
+        # read up to the buffer's size at once; only a transfer that fills it needs the
+        # exact pending count (and a bigger buffer)
+        received = lib.pn_link_recv(ptr, handler.receive_buffer, size) if size else 0
+        if received == PN_ABORTED:
+            self._aborted(delivery)
+            return
+        if received == size:
+            pending = pn_delivery_pending(delivery)
+            if pending:
+                head = _unpack(handler.receive_buffer, received) if received > 0 else b""
+                handler.grow_receive_buffer(size + pending)
+                more = lib.pn_link_recv(ptr, handler.receive_buffer, pending)
+                if more == PN_ABORTED:
+                    self._aborted(delivery)
+                    return
+                chunk = head + _unpack(handler.receive_buffer, more) if more > 0 else head
+            else:
+                chunk = _unpack(handler.receive_buffer, received) if received > 0 else b""
         else:
-            chunk = b""
+            chunk = _unpack(handler.receive_buffer, received) if received > 0 else b""
         partial = pn_delivery_partial(delivery)
         if large is not None:
             large.write(chunk)
@@ -1342,10 +1362,11 @@ class AMQPConnectionHandler:
             self._write_out()
 
     def _write_out(self) -> None:
-        data = self.engine.data_to_send()
+        engine = self.engine
+        data = engine.data_to_send()
         if data:
             self.context.write(data)
-        if self.engine.finished and not self.context.closing:
+        if engine.finished_after_send() and not self.context.closing:
             self.context.close()
 
     def _schedule_tick(self) -> None:
@@ -1387,7 +1408,9 @@ class AMQPConnectionHandler:
                     if link is None:
                         pass
                     elif isinstance(link, ReceiverLink):
-                        if pn_delivery_readable(delivery) or pn_delivery_aborted(delivery):
+                        if pn_delivery_readable(delivery):
+                            link.on_transfer(delivery, True)
+                        elif pn_delivery_aborted(delivery):
                             link.on_transfer(delivery)
                     elif pn_delivery_updated(delivery):
                         link.on_disposition(delivery)
