@@ -678,6 +678,10 @@ def _gc_paused():
         with _gc_lock:
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_resume:
+                # what the load made is long-lived: straight into the oldest generation (a
+                # list splice), instead of young collections walking it all right away
+                gc.freeze()
+                gc.unfreeze()
                 gc.enable()
 _BODY_TYPES: Final = frozenset({bytes, bytearray, memoryview})
 _END_MARK: Final = bytes(FRAME_HEADER_SIZE)
