@@ -29,6 +29,15 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0, interval: 
         await asyncio.sleep(interval)
 
 
+async def started(server: Any) -> Any:
+    """A :class:`~pybroker.broker.server.BrokerServer` through its start sequence (storage
+    open, state loaded, active), as the embedded broker starts it."""
+    await server.open_storage()
+    await server.load_state()
+    await server.activate()
+    return server
+
+
 class Capability(LinkOption):
     """Put a capability (``queue``/``topic``) on the link's terminus, as qpid-jms does."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import until
+from support import started, until
 
 from pybroker.broker.message import Message
 from pybroker.broker.security import Principal
@@ -59,11 +59,7 @@ def _configuration(tmp_path, policy: str = "PAGE", extra: str = ""):
 
 async def _server(tmp_path, policy: str = "PAGE", extra: str = "") -> BrokerServer:
     configuration = _configuration(tmp_path, policy, extra)
-    server = BrokerServer(configuration, storage=JournalStorageManager(configuration))
-    await server.open_storage()
-    await server.load_state()
-    await server.activate()
-    return server
+    return await started(BrokerServer(configuration, storage=JournalStorageManager(configuration)))
 
 
 def _session(server):

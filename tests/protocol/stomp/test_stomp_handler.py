@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import started
 
 from pybroker.broker.filter import make_filter
 from pybroker.broker.security import SecurityStore
@@ -165,10 +166,7 @@ class Client:
 
 
 async def start(server: BrokerServer) -> BrokerServer:
-    await server.open_storage()
-    await server.load_state()
-    await server.activate()
-    return server
+    return await started(server)
 
 
 def make_server(tmp_path: Path, *, xml: str | None = None, storage: Any = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from support import started
 
 from pybroker.broker.message import Message
 from pybroker.broker.security import Principal
@@ -37,11 +38,7 @@ def _configuration(tmp_path, persistent: bool):
 async def _server(tmp_path, persistent: bool = False) -> BrokerServer:
     configuration = _configuration(tmp_path, persistent)
     storage = JournalStorageManager(configuration) if persistent else None
-    server = BrokerServer(configuration, storage=storage)
-    await server.open_storage()
-    await server.load_state()
-    await server.activate()
-    return server
+    return await started(BrokerServer(configuration, storage=storage))
 
 
 def _session(server):
