@@ -19,14 +19,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-from benchlib import free_port, queue_capability, wait_port
+from benchlib import free_port, queue_capability, run_broker
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>{persistent}</persistence-enabled>
@@ -115,13 +113,7 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
     with tempfile.TemporaryDirectory(prefix="pybroker-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
         config = Path(tmp) / "broker.xml"
         config.write_text(CONFIG.format(persistent="true" if durable else "false", data=tmp, port=port))
-        broker = subprocess.Popen(
-            [sys.executable, "-m", "pybroker", "run", "--config", str(config), "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            wait_port(port)
+        with run_broker(config, port) as broker:
             process = psutil.Process(broker.pid)
             context = multiprocessing.get_context("spawn")
             per_producer = messages // producers
@@ -172,12 +164,6 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                 "broker_user_us_per_message": round((cpu_after.user - cpu_before.user) / total * 1e6, 2),
                 "broker_system_us_per_message": round((cpu_after.system - cpu_before.system) / total * 1e6, 2),
             }
-        finally:
-            broker.terminate()
-            try:
-                broker.wait(20)
-            except subprocess.TimeoutExpired:
-                broker.kill()
 
 
 def main() -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -37,3 +43,52 @@ def queue_capability() -> Any:
             terminus.capabilities.put_object(symbol("queue"))
 
     return Capability()
+
+
+@contextlib.contextmanager
+def run_broker(config: Path, port: int) -> Iterator[subprocess.Popen]:
+    """``pybroker run --config config`` as a subprocess, until something listens on ``port``;
+    stopped (SIGTERM, then SIGKILL after 60 s) on exit."""
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "pybroker", "run", "--config", str(config), "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port(port)
+        yield broker
+    finally:
+        broker.terminate()
+        try:
+            broker.wait(60)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+
+
+class RssSampler(threading.Thread):
+    """Samples the RSS of process ``pid`` every ``interval`` seconds until :meth:`finish`;
+    ``peak`` is the highest seen."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import psutil
+
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self._stopped.is_set():
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(self.interval)
+
+    def finish(self) -> int:
+        """Stop sampling; the peak."""
+        self._stopped.set()
+        self.join(2)
+        return self.peak

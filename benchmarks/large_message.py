@@ -17,15 +17,12 @@ import argparse
 import hashlib
 import json
 import struct
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
-from benchlib import free_port, queue_capability, wait_port
+from benchlib import RssSampler, free_port, queue_capability, run_broker
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>true</persistence-enabled><security-enabled>false</security-enabled>
@@ -158,22 +155,6 @@ def consume(port: int) -> tuple[float, str, int]:
     return handler.elapsed, digest.hexdigest(), handler.received
 
 
-class Sampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.02)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=1 << 30)
@@ -182,40 +163,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pybroker-large-") as tmp:
         config = Path(tmp) / "broker.xml"
         config.write_text(CONFIG.format(data=tmp, port=port))
-        broker = subprocess.Popen(
-            [sys.executable, "-m", "pybroker", "run", "--config", str(config), "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        try:
-            wait_port(port)
+        with run_broker(config, port) as broker:
             time.sleep(0.5)
             idle = psutil.Process(broker.pid).memory_info().rss
-            sampler = Sampler(broker.pid)
+            sampler = RssSampler(broker.pid, interval=0.02)
             sampler.start()
             send_seconds, sent_digest = produce(port, args.size)
             files = sorted(Path(tmp, "large").glob("*.msg"))
             file_size = files[0].stat().st_size if files else 0
             receive_seconds, received_digest, received = consume(port)
-            sampler.stop.set()
-            sampler.join(2)
+            peak = sampler.finish()
             print(json.dumps({
                 "benchmark": "large_message",
                 "size": args.size,
                 "file_size_while_queued": file_size,
                 "broker_idle_rss_mb": round(idle / 2**20, 1),
-                "broker_peak_rss_mb": round(sampler.peak / 2**20, 1),
-                "broker_rss_above_idle_mb": round((sampler.peak - idle) / 2**20, 1),
+                "broker_peak_rss_mb": round(peak / 2**20, 1),
+                "broker_rss_above_idle_mb": round((peak - idle) / 2**20, 1),
                 "send_mib_per_s": round(args.size / 2**20 / send_seconds, 1),
                 "receive_mib_per_s": round(args.size / 2**20 / receive_seconds, 1),
                 "checksum_equal": sent_digest == received_digest and received == args.size,
                 "target_rss_above_idle_mb": 64,
             }), flush=True)
-        finally:
-            broker.terminate()
-            try:
-                broker.wait(60)
-            except subprocess.TimeoutExpired:
-                broker.kill()
 
 
 if __name__ == "__main__":

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
-from benchlib import free_port, queue_capability, wait_port
+from benchlib import RssSampler, free_port, queue_capability, run_broker
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>true</persistence-enabled><security-enabled>false</security-enabled>
@@ -104,22 +101,6 @@ def drain(port: int, address: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.05)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -131,12 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pybroker-paging-") as tmp:
         config = Path(tmp) / "broker.xml"
         config.write_text(CONFIG.format(data=tmp, port=port))
-        broker = subprocess.Popen(
-            [sys.executable, "-m", "pybroker", "run", "--config", str(config), "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        try:
-            wait_port(port)
+        with run_broker(config, port) as broker:
             process = psutil.Process(broker.pid)
             idle_rss = process.memory_info().rss
             sampler = RssSampler(broker.pid)
@@ -147,8 +123,7 @@ def main() -> None:
             page_files = sum(1 for _ in Path(tmp, "paging").glob("*/*.page"))
             rss_after_fill = process.memory_info().rss
             paged_out = drain(port, "paged", args.messages)
-            sampler.stopped.set()
-            sampler.join(2)
+            peak = sampler.finish()
             memory_in = send(port, "memory", baseline, args.size)
             memory_out = drain(port, "memory", baseline)
             drain_without = baseline / memory_out
@@ -159,7 +134,7 @@ def main() -> None:
                 "size": args.size,
                 "max_size_bytes": 10 * 1024 * 1024,
                 "broker_idle_rss_mb": round(idle_rss / 2**20, 1),
-                "broker_peak_rss_mb": round(sampler.peak / 2**20, 1),
+                "broker_peak_rss_mb": round(peak / 2**20, 1),
                 "broker_rss_after_fill_mb": round(rss_after_fill / 2**20, 1),
                 "page_files_after_fill": page_files,
                 "send_paged_msgs_per_s": round(args.messages / paged_in),
@@ -170,12 +145,6 @@ def main() -> None:
                 "target_peak_rss_mb": 150,
                 "target_drain_ratio": 0.5,
             }), flush=True)
-        finally:
-            broker.terminate()
-            try:
-                broker.wait(60)
-            except subprocess.TimeoutExpired:
-                broker.kill()
 
 
 if __name__ == "__main__":
