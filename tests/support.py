@@ -11,11 +11,40 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from proton import Message, symbol
 from proton.reactor import LinkOption
 from proton.utils import BlockingConnection
+
+#: the suite's bound on one wait for storage or broker work
+TIMEOUT = 10.0
+
+
+async def bounded(awaitable: Any, timeout: float = TIMEOUT) -> Any:
+    """Await with the suite's timeout."""
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+class FilePlace:
+    """A directory on one file factory (the OS, or the crashable in-memory one)."""
+
+    def __init__(self, kind: str, files: Any, directory: Path) -> None:
+        self.kind = kind
+        self.files = files
+        self.directory = directory
+
+    @property
+    def memory(self) -> bool:
+        return self.kind == "memory"
+
+    def crash(self, *, keep: int = 0, torn_bytes: int | None = None) -> None:
+        """The machine dies: the in-memory files keep ``keep`` unsynced operations."""
+        from pybroker.journal import MemoryFileFactory
+
+        assert isinstance(self.files, MemoryFileFactory)
+        self.files = self.files.crash(keep=keep, torn_bytes=torn_bytes)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:

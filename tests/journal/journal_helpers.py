@@ -7,6 +7,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from support import TIMEOUT, bounded  # noqa: F401 - bounded is re-exported for the journal tests
+
 from pybroker.journal import Journal, JournalOptions, LoadResult, MemoryFileFactory
 from pybroker.journal.files import FileFactory
 from pybroker.journal.segment import HEADER_SIZE, decode_header, parse_segment_name
@@ -15,7 +17,6 @@ from pybroker.journal.segment import HEADER_SIZE, decode_header, parse_segment_n
 SMALL = JournalOptions(file_size=4096, min_files=2, buffer_timeout_ns=0, compact_min_files=0)
 
 #: Every wait in the suite is bounded by this (seconds).
-TIMEOUT = 10.0
 
 
 class Store:
@@ -88,11 +89,6 @@ class Store:
 def options(**changes) -> JournalOptions:
     """:data:`SMALL` with changes."""
     return replace(SMALL, **changes)
-
-
-async def bounded(awaitable, timeout: float = TIMEOUT):
-    """Await with the suite's timeout."""
-    return await asyncio.wait_for(awaitable, timeout)
 
 
 def state_of(result: LoadResult) -> tuple:

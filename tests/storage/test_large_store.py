@@ -10,35 +10,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from support import TIMEOUT, FilePlace, bounded
 
 from pybroker.errors import StorageError
 from pybroker.journal import MemoryFileFactory, OSFileFactory
 from pybroker.journal.files import FileFactory
 from pybroker.storage.large import LargeMessageStore, large_message_file_name
 
-TIMEOUT = 10.0
 MEMORY_ROOT = Path("/memory/large-messages")
 
 
-async def bounded(awaitable, timeout: float = TIMEOUT):
-    return await asyncio.wait_for(awaitable, timeout)
-
-
-class Place:
+class Place(FilePlace):
     """A large-messages directory on one file factory."""
-
-    def __init__(self, kind: str, files: FileFactory, directory: Path) -> None:
-        self.kind = kind
-        self.files = files
-        self.directory = directory
-
-    @property
-    def memory(self) -> bool:
-        return self.kind == "memory"
-
-    def crash(self, *, keep: int = 0, torn_bytes: int | None = None) -> None:
-        assert isinstance(self.files, MemoryFileFactory)
-        self.files = self.files.crash(keep=keep, torn_bytes=torn_bytes)
 
     async def store(self, *, sync: bool = True, files: FileFactory | None = None
                     ) -> LargeMessageStore:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import TIMEOUT, FilePlace, bounded
 
 from pybroker.errors import StorageError
 from pybroker.journal import MemoryFileFactory, OSFileFactory
@@ -33,29 +34,11 @@ from pybroker.storage.paging import (
     parse_page_file_name,
 )
 
-TIMEOUT = 10.0
 MEMORY_ROOT = Path("/memory/paging")
 
 
-async def bounded(awaitable, timeout: float = TIMEOUT):
-    return await asyncio.wait_for(awaitable, timeout)
-
-
-class Place:
+class Place(FilePlace):
     """A paging directory on one file factory, with helpers to look at and damage files."""
-
-    def __init__(self, kind: str, files: FileFactory, directory: Path) -> None:
-        self.kind = kind
-        self.files = files
-        self.directory = directory
-
-    @property
-    def memory(self) -> bool:
-        return self.kind == "memory"
-
-    def crash(self, *, keep: int = 0, torn_bytes: int | None = None) -> None:
-        assert isinstance(self.files, MemoryFileFactory)
-        self.files = self.files.crash(keep=keep, torn_bytes=torn_bytes)
 
     def read(self, path: Path) -> bytes:
         handle = self.files.open(path)
