@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +46,42 @@ class FilePlace:
 
         assert isinstance(self.files, MemoryFileFactory)
         self.files = self.files.crash(keep=keep, torn_bytes=torn_bytes)
+
+
+class GatedFiles:
+    """A FileFactory whose file writes wait for ``gate``; records the writing threads and counts
+    the writes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.threads: set[int] = set()
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def open(self, path: Path, *, create: bool = False) -> Any:
+        return _GatedFile(self, self.inner.open(path, create=create))
+
+
+class _GatedFile:
+    def __init__(self, owner: GatedFiles, inner: Any) -> None:
+        self._owner = owner
+        self._inner = inner
+        self.path = inner.path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def pwrite(self, data: Any, offset: int) -> None:
+        self._owner.threads.add(threading.get_ident())
+        self._owner.entered.set()
+        assert self._owner.gate.wait(TIMEOUT), "the test never opened the gate"
+        self._inner.pwrite(data, offset)
+        self._owner.writes += 1
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:

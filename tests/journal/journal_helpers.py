@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import replace
-from pathlib import Path
 
-from support import TIMEOUT, bounded  # noqa: F401 - bounded is re-exported for the journal tests
+from support import TIMEOUT, FilePlace, bounded  # noqa: F401 - bounded is re-exported for the journal tests
 
 from pybroker.journal import Journal, JournalOptions, LoadResult, MemoryFileFactory
-from pybroker.journal.files import FileFactory
 from pybroker.journal.segment import HEADER_SIZE, decode_header, parse_segment_name
 
 #: Small files so that rollover, reuse and compaction happen within a few records.
@@ -19,22 +17,8 @@ SMALL = JournalOptions(file_size=4096, min_files=2, buffer_timeout_ns=0, compact
 #: Every wait in the suite is bounded by this (seconds).
 
 
-class Store:
+class Store(FilePlace):
     """A journal directory on one file factory, with helpers to look at and damage files."""
-
-    def __init__(self, kind: str, files: FileFactory, directory: Path) -> None:
-        self.kind = kind
-        self.files = files
-        self.directory = directory
-
-    @property
-    def memory(self) -> bool:
-        return self.kind == "memory"
-
-    def crash(self, *, keep: int = 0, torn_bytes: int | None = None) -> None:
-        """Lose everything not durable (memory only)."""
-        assert isinstance(self.files, MemoryFileFactory)
-        self.files = self.files.crash(keep=keep, torn_bytes=torn_bytes)
 
     def names(self, stem: str = "data") -> list[str]:
         """Segment file names of the journal ``stem``, sorted by number."""

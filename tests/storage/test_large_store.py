@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from support import TIMEOUT, FilePlace, bounded
+from support import TIMEOUT, FilePlace, GatedFiles, bounded
 
 from pybroker.errors import StorageError
 from pybroker.journal import MemoryFileFactory, OSFileFactory
@@ -45,41 +45,6 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
 @pytest.fixture
 def memory_place() -> Place:
     return Place("memory", MemoryFileFactory(), MEMORY_ROOT)
-
-
-class GatedFiles:
-    """A FileFactory whose file writes wait for a gate; records the writing threads."""
-
-    def __init__(self, inner: FileFactory) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.threads: set[int] = set()
-        self.writes = 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def open(self, path: Path, *, create: bool = False):
-        return _GatedFile(self, self.inner.open(path, create=create))
-
-
-class _GatedFile:
-    def __init__(self, owner: GatedFiles, inner) -> None:
-        self._owner = owner
-        self._inner = inner
-        self.path = inner.path
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def pwrite(self, data, offset: int) -> None:
-        self._owner.threads.add(threading.get_ident())
-        self._owner.entered.set()
-        assert self._owner.gate.wait(TIMEOUT), "the test never opened the gate"
-        self._inner.pwrite(data, offset)
-        self._owner.writes += 1
 
 
 async def wait_thread_event(event: threading.Event) -> None:

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import TIMEOUT, FilePlace, bounded
+from support import TIMEOUT, FilePlace, GatedFiles, bounded
 
 from pybroker.errors import StorageError
 from pybroker.journal import MemoryFileFactory, OSFileFactory
-from pybroker.journal.files import FileFactory
 from pybroker.storage.paging import (
     ADDRESS_FILE,
     DELETED_FILE,
@@ -95,39 +94,6 @@ async def read_all(store: PageStore) -> list[tuple[PagePosition, PagedRecord]]:
         for index, item in enumerate(await bounded(store.read_page(page))):
             found.append((PagePosition(page, index), item))
     return found
-
-
-class GatedFiles:
-    """A FileFactory whose page/body writes wait for a gate; records the writing threads."""
-
-    def __init__(self, inner: FileFactory) -> None:
-        self.inner = inner
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.threads: set[int] = set()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def open(self, path: Path, *, create: bool = False):
-        return _GatedFile(self, self.inner.open(path, create=create))
-
-
-class _GatedFile:
-    def __init__(self, owner: GatedFiles, inner) -> None:
-        self._owner = owner
-        self._inner = inner
-        self.path = inner.path
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def pwrite(self, data, offset: int) -> None:
-        self._owner.threads.add(threading.get_ident())
-        self._owner.entered.set()
-        assert self._owner.gate.wait(TIMEOUT), "the test never opened the gate"
-        self._inner.pwrite(data, offset)
 
 
 # --------------------------------------------------------------------------------------------
