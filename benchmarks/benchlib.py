@@ -92,3 +92,36 @@ class RssSampler(threading.Thread):
         self._stopped.set()
         self.join(2)
         return self.peak
+
+
+def send_durable(port: int, address: str, count: int, size: int) -> float:
+    """Send ``count`` durable messages of ``size`` bytes to queue ``address`` (pipelined up to
+    the broker's credit); the seconds until the last was accepted."""
+    from proton import Message
+    from proton.handlers import MessagingHandler
+    from proton.reactor import Container
+
+    body = b"x" * size
+
+    class Send(MessagingHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent = self.accepted = 0
+
+        def on_start(self, event):
+            self.connection = event.container.connect(f"amqp://127.0.0.1:{port}")
+            event.container.create_sender(self.connection, address, options=queue_capability())
+
+        def on_sendable(self, event):
+            while event.sender.credit and self.sent < count:
+                event.sender.send(Message(body=body, durable=True))
+                self.sent += 1
+
+        def on_accepted(self, event):
+            self.accepted += 1
+            if self.accepted == count:
+                self.connection.close()
+
+    started = time.perf_counter()
+    Container(Send()).run()
+    return time.perf_counter() - started

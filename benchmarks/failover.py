@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import free_port, queue_capability
+from benchlib import free_port, queue_capability, send_durable
 
 from pybroker.testing.ha import pair_config_xml  # noqa: E402
 
@@ -55,37 +55,6 @@ def wait_log(log: Path, pattern: str, process: subprocess.Popen, timeout: float 
     raise TimeoutError(pattern)
 
 
-
-
-def fill(port: int, count: int, size: int) -> None:
-    from proton import Message
-    from proton.handlers import MessagingHandler
-    from proton.reactor import Container
-
-    body = b"x" * size
-
-    class Fill(MessagingHandler):
-        def __init__(self) -> None:
-            super().__init__()
-            self.sent = 0
-            self.accepted = 0
-
-        def on_start(self, event):
-            connection = event.container.connect(f"amqp://127.0.0.1:{port}")
-            event.container.create_sender(connection, "failover", options=queue_capability())
-
-        def on_sendable(self, event):
-            while event.sender.credit and self.sent < count:
-                event.sender.send(Message(body=body, durable=True))
-                self.sent += 1
-
-        def on_accepted(self, event):
-            self.accepted += 1
-            if self.accepted == count:
-                event.connection.close()
-
-    if count:
-        Container(Fill()).run()
 
 
 def first_message(port: int, expect_message: bool, timeout: float = 60) -> float:
@@ -121,7 +90,8 @@ def make_store(root: Path, count: int, size: int) -> Path:
     process = start(config, log)
     try:
         wait_log(log, "AMQ221007", process)
-        fill(port, count, size)
+        if count:
+            send_durable(port, "failover", count, size)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)

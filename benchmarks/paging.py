@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import psutil
-from benchlib import RssSampler, free_port, queue_capability, run_broker
+from benchlib import RssSampler, free_port, queue_capability, run_broker, send_durable
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>true</persistence-enabled><security-enabled>false</security-enabled>
@@ -45,37 +45,6 @@ CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
 
 
 
-
-
-def send(port: int, address: str, count: int, size: int) -> float:
-    from proton import Message
-    from proton.handlers import MessagingHandler
-    from proton.reactor import Container
-
-    body = b"x" * size
-
-    class Send(MessagingHandler):
-        def __init__(self) -> None:
-            super().__init__()
-            self.sent = self.accepted = 0
-
-        def on_start(self, event):
-            self.connection = event.container.connect(f"amqp://127.0.0.1:{port}")
-            event.container.create_sender(self.connection, address, options=queue_capability())
-
-        def on_sendable(self, event):
-            while event.sender.credit and self.sent < count:
-                event.sender.send(Message(body=body, durable=True))
-                self.sent += 1
-
-        def on_accepted(self, event):
-            self.accepted += 1
-            if self.accepted == count:
-                self.connection.close()
-
-    started = time.perf_counter()
-    Container(Send()).run()
-    return time.perf_counter() - started
 
 
 def drain(port: int, address: str, count: int) -> float:
@@ -119,12 +88,12 @@ def main() -> None:
             sampler.start()
             baseline = min(args.baseline_messages, args.messages)
             # the paged backlog first: its peak is measured before anything is held in memory
-            paged_in = send(port, "paged", args.messages, args.size)
+            paged_in = send_durable(port, "paged", args.messages, args.size)
             page_files = sum(1 for _ in Path(tmp, "paging").glob("*/*.page"))
             rss_after_fill = process.memory_info().rss
             paged_out = drain(port, "paged", args.messages)
             peak = sampler.finish()
-            memory_in = send(port, "memory", baseline, args.size)
+            memory_in = send_durable(port, "memory", baseline, args.size)
             memory_out = drain(port, "memory", baseline)
             drain_without = baseline / memory_out
             drain_with = args.messages / paged_out
