@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from proton import Message, symbol
+from proton.handlers import MessagingHandler, TransactionHandler
 from proton.reactor import LinkOption
 from proton.utils import BlockingConnection
 
@@ -113,6 +114,51 @@ class Capability(LinkOption):
     def apply(self, link: Any) -> None:
         terminus = link.target if link.is_sender else link.source
         terminus.capabilities.put_object(symbol(self.capability))
+
+
+class TransactionOutcomes(TransactionHandler):
+    """Records how the handler's AMQP transaction ended (``outcome``), then closes
+    ``self.connection``."""
+
+    outcome: str | None = None
+
+    def _ended(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.connection.close()
+
+    def on_transaction_committed(self, event: Any) -> None:
+        self._ended("committed")
+
+    def on_transaction_aborted(self, event: Any) -> None:
+        self._ended("aborted")
+
+    def on_transaction_declare_failed(self, event: Any) -> None:
+        self._ended("declare-failed")
+
+    def on_transaction_commit_failed(self, event: Any) -> None:
+        self._ended("commit-failed")
+
+
+class TransactedSender(MessagingHandler, TransactionOutcomes):
+    """Sends ``bodies`` (durable) to queue ``address`` in one transaction, then commits or
+    aborts."""
+
+    def __init__(self, port: int, bodies: list[Any], *, commit: bool, address: str = "txq") -> None:
+        super().__init__()
+        self.port, self.bodies, self.commit, self.address = port, bodies, commit, address
+
+    def on_start(self, event: Any) -> None:
+        self.connection = event.container.connect(f"amqp://127.0.0.1:{self.port}")
+        self.sender = event.container.create_sender(self.connection, self.address, options=Capability("queue"))
+        event.container.declare_transaction(self.connection, handler=self)
+
+    def on_transaction_declared(self, event: Any) -> None:
+        for body in self.bodies:
+            event.transaction.send(self.sender, Message(body=body, durable=True))
+        if self.commit:
+            event.transaction.commit()
+        else:
+            event.transaction.abort()
 
 
 def connect(port: int, *, user: str | None = None, password: str | None = None, timeout: float = 10,

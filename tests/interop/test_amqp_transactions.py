@@ -5,56 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from proton import Message
-from proton.handlers import MessagingHandler, TransactionHandler
+from proton.handlers import MessagingHandler
 from proton.reactor import Container
-from support import Capability, receive, send
+from support import Capability, TransactedSender, TransactionOutcomes, receive, send
 
 pytestmark = pytest.mark.asyncio
 
 
-class TransactedSender(MessagingHandler, TransactionHandler):
-    """Sends ``bodies`` in one transaction, then commits or aborts."""
-
-    def __init__(self, port: int, bodies: list[str], *, commit: bool) -> None:
-        super().__init__()
-        self.port = port
-        self.bodies = bodies
-        self.commit = commit
-        self.outcome: str | None = None
-
-    def on_start(self, event):
-        self.container = event.container
-        self.connection = event.container.connect(f"amqp://127.0.0.1:{self.port}")
-        self.sender = event.container.create_sender(self.connection, "txq", options=Capability("queue"))
-        event.container.declare_transaction(self.connection, handler=self)
-
-    def on_transaction_declared(self, event):
-        for body in self.bodies:
-            event.transaction.send(self.sender, Message(body=body, durable=True))
-        if self.commit:
-            event.transaction.commit()
-        else:
-            event.transaction.abort()
-
-    def on_transaction_committed(self, event):
-        self.outcome = "committed"
-        self.connection.close()
-
-    def on_transaction_aborted(self, event):
-        self.outcome = "aborted"
-        self.connection.close()
-
-    def on_transaction_declare_failed(self, event):
-        self.outcome = "declare-failed"
-        self.connection.close()
-
-    def on_transaction_commit_failed(self, event):
-        self.outcome = "commit-failed"
-        self.connection.close()
-
-
-class TransactedReceiver(MessagingHandler, TransactionHandler):
+class TransactedReceiver(MessagingHandler, TransactionOutcomes):
     """Receives ``count`` messages, accepts them in a transaction, then commits or aborts."""
 
     def __init__(self, port: int, count: int, *, commit: bool) -> None:
@@ -63,7 +21,6 @@ class TransactedReceiver(MessagingHandler, TransactionHandler):
         self.count = count
         self.commit = commit
         self.received: list[str] = []
-        self.outcome: str | None = None
 
     def on_start(self, event):
         self.connection = event.container.connect(f"amqp://127.0.0.1:{self.port}")
@@ -82,14 +39,6 @@ class TransactedReceiver(MessagingHandler, TransactionHandler):
                 self.transaction.commit()
             else:
                 self.transaction.abort()
-
-    def on_transaction_committed(self, event):
-        self.outcome = "committed"
-        self.connection.close()
-
-    def on_transaction_aborted(self, event):
-        self.outcome = "aborted"
-        self.connection.close()
 
 
 async def test_committed_sends_arrive_and_aborted_ones_do_not(pybroker_broker):

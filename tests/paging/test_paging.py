@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from proton import Message
-from proton.handlers import MessagingHandler, TransactionHandler
+from proton.handlers import MessagingHandler
 from proton.reactor import Container
-from support import Capability, receive, send
+from support import Capability, TransactedSender, receive, send
 
 from pybroker.config.parse import parse_config
 from pybroker.embedded import Broker
@@ -249,39 +249,8 @@ async def test_a_crash_keeps_the_body_of_a_paged_large_message_and_drops_orphan_
         assert bytes(bodies[40]) == large_body
 
 
-class TransactedFiller(MessagingHandler, TransactionHandler):
-    """Sends numbered durable messages in one AMQP transaction, then commits or aborts."""
-
-    def __init__(self, port: int, address: str, numbers: range, *, commit: bool) -> None:
-        super().__init__()
-        self.port, self.address, self.numbers, self.commit = port, address, numbers, commit
-        self.outcome: str | None = None
-
-    def on_start(self, event):
-        self.connection = event.container.connect(f"amqp://127.0.0.1:{self.port}")
-        self.sender = event.container.create_sender(self.connection, self.address, options=Capability("queue"))
-        event.container.declare_transaction(self.connection, handler=self)
-
-    def on_transaction_declared(self, event):
-        for number in self.numbers:
-            event.transaction.send(self.sender, Message(body=number.to_bytes(4, "big") + b"t" * 1000, durable=True))
-        if self.commit:
-            event.transaction.commit()
-        else:
-            event.transaction.abort()
-
-    def _done(self, outcome: str) -> None:
-        self.outcome = outcome
-        self.connection.close()
-
-    def on_transaction_committed(self, event):
-        self._done("committed")
-
-    def on_transaction_aborted(self, event):
-        self._done("aborted")
-
-    def on_transaction_commit_failed(self, event):
-        self._done("commit-failed")
+def _bodies(numbers: range) -> list[bytes]:
+    return [number.to_bytes(4, "big") + b"t" * 1000 for number in numbers]
 
 
 TX_QUEUE = '<addresses><address name="paged.tx"><anycast><queue name="paged.tx"/></anycast></address></addresses>'
@@ -292,9 +261,9 @@ async def test_amqp_transactions_on_a_paging_address_page_in_order_and_survive_a
         await _fill(broker.port, "paged.tx", 30)
         assert broker.server.paging.is_paging("paged.tx")
         paged_before = broker.server.paging.addresses["paged.tx"].store.record_count
-        committed = TransactedFiller(broker.port, "paged.tx", range(30, 80), commit=True)
+        committed = TransactedSender(broker.port, _bodies(range(30, 80)), commit=True, address="paged.tx")
         await asyncio.to_thread(Container(committed).run)
-        aborted = TransactedFiller(broker.port, "paged.tx", range(1000, 1010), commit=False)
+        aborted = TransactedSender(broker.port, _bodies(range(1000, 1010)), commit=False, address="paged.tx")
         await asyncio.to_thread(Container(aborted).run)
         assert (committed.outcome, aborted.outcome) == ("committed", "aborted")
         # the committed sends went to the page files, not to memory
