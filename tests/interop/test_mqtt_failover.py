@@ -311,11 +311,12 @@ async def test_connack_and_suback_of_a_persistent_session_wait_for_its_record(
     client_id = f"record-{'v5' if v5 else 'v3'}"
     async with HAPair(tmp_path) as pair:
         storage = pair.primary.server.storage
-        original = storage.store_key_value
+        original = storage.durable
         gate = asyncio.Event()
 
-        def slow_store_key_value(namespace: str, key: str, value: bytes) -> Any:
-            written = original(namespace, key, value)
+        def slow_durable() -> Any:
+            # the storage's own durable() (both journals), held back until the gate opens
+            written = original()
 
             async def durable() -> None:
                 await gate.wait()
@@ -324,7 +325,7 @@ async def test_connack_and_suback_of_a_persistent_session_wait_for_its_record(
 
             return asyncio.ensure_future(durable())
 
-        monkeypatch.setattr(storage, "store_key_value", slow_store_key_value)
+        monkeypatch.setattr(storage, "durable", slow_durable)
         properties = Properties(session_expiry_interval=3600) if v5 else EMPTY_PROPERTIES
         raw = await RawClient.open(pair.primary.port, timeout=TIMEOUT)
         try:

@@ -374,23 +374,6 @@ class OutboundWindow:
 
 # --- the registry -------------------------------------------------------------------------------
 
-def _all_durable(*awaitables: Awaitable[None] | None) -> Awaitable[None] | None:
-    """One awaitable for several storage writes (``None`` when none is still pending)."""
-    pending: list[Awaitable[None]] = []
-    for awaitable in awaitables:
-        if awaitable is None or any(awaitable is seen for seen in pending):
-            continue
-        if (asyncio.isfuture(awaitable) and awaitable.done() and not awaitable.cancelled()
-                and awaitable.exception() is None):
-            continue
-        pending.append(awaitable)
-    if not pending:
-        return None
-    if len(pending) == 1:
-        return pending[0]
-    return asyncio.gather(*pending)
-
-
 _REGISTRIES: weakref.WeakKeyDictionary[Any, SessionRegistry] = weakref.WeakKeyDictionary()
 
 
@@ -449,11 +432,9 @@ class SessionRegistry:
         if not state.persistent or not self.persistence_enabled:
             return None
         storage = self.server.storage
-        # the record goes to the bindings journal, which storage.durable() (the message
-        # journal's last write) does not cover: wait for both, or a CONNACK / SUBACK could
-        # promise a session that a failover right after it does not find
-        stored = storage.store_key_value(SESSION_NAMESPACE, state.client_id, state.encode())
-        return _all_durable(stored, storage.durable())
+        storage.store_key_value(SESSION_NAMESPACE, state.client_id, state.encode())
+        # covers the bindings journal too, where this record and the subscription queues go
+        return storage.durable()
 
     def forget(self, state: SessionState) -> None:
         """Remove a session (its record too). Its queues are the caller's business."""
