@@ -166,7 +166,8 @@ async def test_paged_sends_stay_invisible_until_the_commit_is_durable(tmp_path):
     # a plain send after the transaction's records: it waits behind them (order)
     await _send(server, [30])
     await until(lambda: len(collector.refs) >= 10)
-    await asyncio.sleep(0.2)
+    cursor = paging.cursors[server.post_office.queues[ADDRESS].queue_id]
+    await until(lambda: cursor.blocked_tx == tx.tx_id)  # it reached the records and stopped
     assert collector.numbers == list(range(10))  # nothing of the transaction, nothing after it
     for ref in list(collector.refs):
         consumer.acknowledge(ref)
@@ -302,7 +303,7 @@ async def test_a_failed_ack_commit_keeps_the_pages_and_the_messages_come_back(tm
         tx.acknowledge(consumer, ref)
     with pytest.raises(StorageError):
         await session.commit(tx)
-    await asyncio.sleep(0.3)  # page deletions would have run by now
+    await until(lambda: not server.paging._tasks)  # any page deletion it let through has run
     assert pages_before <= set(_paging(server).store.pages)
     del storage.commit_tx
     await server.stop()
