@@ -44,7 +44,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -284,7 +284,7 @@ class Paging:
     async def start(
         self,
         page_acks: list[tuple[int, str, int, int, int]],
-        page_transactions: list[tuple[int, str, int, int, int]] = (),  # type: ignore[assignment]
+        page_transactions: Iterable[tuple[int, str, int, int, int]] = (),
         large_pending: frozenset[int] | set[int] = frozenset(),
     ) -> None:
         """Open the page stores found on disk and put cursors where they were; paged records of
