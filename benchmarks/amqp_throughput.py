@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
-from benchlib import free_port, queue_capability, run_broker
+from benchlib import context_switches, free_port, queue_capability, run_broker
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>{persistent}</persistence-enabled>
@@ -32,15 +32,10 @@ CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <journal-directory>{data}/journal</journal-directory>
   <bindings-directory>{data}/bindings</bindings-directory>
   <paging-directory>{data}/paging</paging-directory>
-  <large-messages-directory>{data}/large</large-messages-directory>
+  <large-messages-directory>{data}/large</large-messages-directory>{journal}
   <acceptors><acceptor name="artemis">tcp://127.0.0.1:{port}?protocols=AMQP</acceptor></acceptors>
 </core></configuration>
 """
-
-
-
-
-
 
 def producer(port: int, address: str, count: int, size: int, durable: bool, ready, go) -> None:
     from proton import Message
@@ -75,7 +70,6 @@ def producer(port: int, address: str, count: int, size: int, durable: bool, read
 
     Container(Send()).run()
 
-
 def consumer(port: int, address: str, count: int, ready, done) -> None:
     from proton.handlers import MessagingHandler
     from proton.reactor import Container
@@ -105,14 +99,15 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
 
     Container(Receive()).run()
 
-
-
-
-def run_once(messages: int, size: int, producers: int, consumers: int, durable: bool) -> dict:
+def run_once(messages: int, size: int, producers: int, consumers: int, durable: bool,
+             buffer_timeout: int | None = None) -> dict:
     port = free_port()
+    journal = ("" if buffer_timeout is None
+               else f"\n  <journal-buffer-timeout>{buffer_timeout}</journal-buffer-timeout>")
     with tempfile.TemporaryDirectory(prefix="pybroker-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
         config = Path(tmp) / "broker.xml"
-        config.write_text(CONFIG.format(persistent="true" if durable else "false", data=tmp, port=port))
+        config.write_text(CONFIG.format(persistent="true" if durable else "false", data=tmp, port=port,
+                                     journal=journal))
         with run_broker(config, port) as broker:
             process = psutil.Process(broker.pid)
             context = multiprocessing.get_context("spawn")
@@ -140,6 +135,7 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                 if not ready.wait(60):
                     raise TimeoutError("a client did not attach")
             cpu_before = process.cpu_times()
+            switches_before = context_switches(process.pid)
             start = time.perf_counter()
             go.set()
             for done in consumers_done:
@@ -147,6 +143,7 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                     raise TimeoutError("consumers did not receive every message")
             elapsed = time.perf_counter() - start
             cpu_after = process.cpu_times()
+            switches = context_switches(process.pid) - switches_before
             for worker in workers:
                 worker.join(60)
             cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
@@ -163,8 +160,8 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                 "broker_cpu_share": round(cpu / elapsed, 2),
                 "broker_user_us_per_message": round((cpu_after.user - cpu_before.user) / total * 1e6, 2),
                 "broker_system_us_per_message": round((cpu_after.system - cpu_before.system) / total * 1e6, 2),
+                "broker_context_switches_per_message": round(switches / total, 2),
             }
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,11 +172,14 @@ def main() -> None:
     parser.add_argument("--durable", action="store_true")
     parser.add_argument("--compare-durable", action="store_true", help="run non-durable then durable, print the ratio")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--journal-buffer-timeout", type=int, default=None, metavar="NS",
+                        help="write <journal-buffer-timeout> into the broker's configuration")
     args = parser.parse_args()
     if args.compare_durable:
         for _ in range(args.repeat):
             plain = run_once(args.messages, args.size, args.producers, args.consumers, False)
-            durable = run_once(args.messages, args.size, args.producers, args.consumers, True)
+            durable = run_once(args.messages, args.size, args.producers, args.consumers, True,
+                               args.journal_buffer_timeout)
             print(json.dumps(plain))
             print(json.dumps(durable))
             print(json.dumps({
@@ -189,8 +189,8 @@ def main() -> None:
             }))
         return
     for _ in range(args.repeat):
-        print(json.dumps(run_once(args.messages, args.size, args.producers, args.consumers, args.durable)), flush=True)
-
+        print(json.dumps(run_once(args.messages, args.size, args.producers, args.consumers, args.durable,
+                                        args.journal_buffer_timeout)), flush=True)
 
 if __name__ == "__main__":
     main()

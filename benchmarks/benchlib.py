@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -62,6 +63,25 @@ def run_broker(config: Path, port: int) -> Iterator[subprocess.Popen]:
             broker.wait(60)
         except subprocess.TimeoutExpired:
             broker.kill()
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every live thread of ``pid`` (Linux; 0
+    elsewhere). GIL hand-offs between the loop thread and the journal writer show up here."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[-1])
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 class RssSampler(threading.Thread):

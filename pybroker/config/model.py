@@ -121,12 +121,30 @@ class JournalConfig:
     file_open_timeout_s: int = 5
     max_attic_files: int = 10
     log_write_rate: bool = False
+    #: whether journal-buffer-timeout was given (not Artemis's: see writer_buffer_timeout_ns)
+    buffer_timeout_set: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "buffer_timeout_set", self.buffer_timeout_ns is not None)
         if self.buffer_timeout_ns is None:
             object.__setattr__(self, "buffer_timeout_ns", DEFAULT_BUFFER_TIMEOUT_NS[self.type])
         if self.max_io is None:
             object.__setattr__(self, "max_io", DEFAULT_MAX_IO[self.type])
+
+    @property
+    def writer_buffer_timeout_ns(self) -> int:
+        """The timeout pybroker's journal writer uses.
+
+        pybroker has no libaio journal: its one writer does positional writes and fdatasync,
+        which is Artemis's NIO journal. Artemis without libaio switches an ASYNCIO journal to
+        NIO (AMQ221045), and that journal takes the NIO timeout (3333333 ns; the configured
+        value went to the AIO setting). pybroker does the same when journal-buffer-timeout is
+        not given, and honours the value when it is (``pybroker create`` writes one).
+        """
+        if self.type == "ASYNCIO" and not self.buffer_timeout_set:
+            return DEFAULT_BUFFER_TIMEOUT_NS["NIO"]
+        assert self.buffer_timeout_ns is not None
+        return self.buffer_timeout_ns
 
 
 # --------------------------------------------------------------------------------------------

@@ -789,8 +789,8 @@ class Journal:
         directory = Path(directory)
         loop = asyncio.get_running_loop()
         if options.journal_type.upper() != "NIO":
-            logger.info("journal-type %s: pybroker writes %s with positional writes and "
-                        "fdatasync (as NIO)", options.journal_type, directory)
+            logger.debug("journal-type %s: pybroker writes %s with positional writes and "
+                         "fdatasync (as NIO)", options.journal_type, directory)
 
         def blocking() -> SegmentSet:
             segments = SegmentSet.open(files, directory, options.name, options.file_size,

@@ -119,14 +119,11 @@ def _unpack(data: bytes) -> Any:
 def journal_options(configuration: Configuration, *, bindings: bool = False) -> JournalOptions:
     """JournalOptions from ``<core>``'s journal-* elements (bindings: 1 MiB files, as Artemis)."""
     config = configuration.journal
-    timeout = config.buffer_timeout_ns
-    if timeout is None:
-        timeout = 500_000 if config.type == "ASYNCIO" else 3_333_333
     return JournalOptions(
         file_size=BINDINGS_FILE_SIZE if bindings else config.file_size,
         min_files=2 if bindings else config.min_files,
         pool_files=config.pool_files,
-        buffer_timeout_ns=timeout,
+        buffer_timeout_ns=config.writer_buffer_timeout_ns,
         buffer_size=config.buffer_size,
         sync_transactional=config.sync_transactional,
         sync_non_transactional=config.sync_non_transactional,
@@ -182,6 +179,11 @@ class JournalStorageManager:
                 directory.mkdir(parents=True, exist_ok=True)
             elif not directory.is_dir():
                 raise StorageError(f"{element} {directory} does not exist (create-*-dir is false)")
+        journal = configuration.journal
+        if journal.type == "ASYNCIO":
+            log.info("AMQ221045: libaio is not available, switching the configuration into NIO "
+                     "(journal-buffer-timeout %d ns%s)", journal.writer_buffer_timeout_ns,
+                     "" if journal.buffer_timeout_set else ", the NIO default")
         self.bindings = await Journal.open(
             bindings_dir,
             journal_options(configuration, bindings=True),

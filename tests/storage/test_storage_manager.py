@@ -177,3 +177,39 @@ async def test_durable_fails_when_the_disk_fails(factory):
     with pytest.raises(JournalError):
         await asyncio.wait_for(storage.durable(), 10)
     await storage.stop()
+
+
+@pytest.mark.parametrize(("kind", "configured", "expected"), [
+    ("ASYNCIO", None, 3_333_333),  # no libaio: the NIO journal and its default, as Artemis
+    ("ASYNCIO", 500_000, 500_000),  # a configured value is honoured
+    ("ASYNCIO", 0, 0),
+    ("NIO", None, 3_333_333),
+    ("NIO", 8000, 8000),
+    ("MAPPED", None, 3_333_333),
+])
+async def test_the_writer_takes_the_nio_buffer_timeout_unless_one_is_configured(
+        tmp_path, caplog, kind, configured, expected):
+    from pybroker.storage.journal_storage import journal_options
+
+    timeout = "" if configured is None else f"<journal-buffer-timeout>{configured}</journal-buffer-timeout>"
+    xml = f"""<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
+      <journal-directory>{tmp_path}/journal</journal-directory>
+      <bindings-directory>{tmp_path}/bindings</bindings-directory>
+      <journal-type>{kind}</journal-type>{timeout}
+      <security-enabled>false</security-enabled></core></configuration>"""
+    configuration = parse_config(xml, file="storage.xml", instance_dir=tmp_path)
+    assert journal_options(configuration).buffer_timeout_ns == expected
+    assert journal_options(configuration, bindings=True).buffer_timeout_ns == expected
+    storage = JournalStorageManager(configuration)
+    with caplog.at_level("INFO", logger="pybroker.storage"):
+        await storage.start()
+    try:
+        assert storage.messages is not None and storage.messages._timeout_ns == expected
+        switched = [r.getMessage() for r in caplog.records if "AMQ221045" in r.getMessage()]
+        assert switched == ([f"AMQ221045: libaio is not available, switching the configuration "
+                             f"into NIO (journal-buffer-timeout {expected} ns"
+                             f"{', the NIO default' if configured is None else ''})"]
+                            if kind == "ASYNCIO" else [])
+    finally:
+        await storage.load()
+        await storage.stop()

@@ -35,6 +35,17 @@ def test_journal_defaults_by_type(kind, timeout, max_io):
     assert JournalConfig(type=kind, buffer_timeout_ns=0).buffer_timeout_ns == 0
 
 
+def test_writer_buffer_timeout_is_nio_unless_configured():
+    # the parsed value stays Artemis's (its AIO default); the writer is NIO (no libaio)
+    assert JournalConfig().buffer_timeout_ns == 500000
+    assert JournalConfig().writer_buffer_timeout_ns == 3333333
+    assert JournalConfig(buffer_timeout_ns=500000).writer_buffer_timeout_ns == 500000
+    assert JournalConfig(type="NIO", buffer_timeout_ns=8000).writer_buffer_timeout_ns == 8000
+    assert dataclasses.replace(JournalConfig(buffer_timeout_ns=7), file_size=1 << 20) \
+        .writer_buffer_timeout_ns == 7
+    assert JournalConfig() == JournalConfig(buffer_timeout_ns=500000)  # same configuration
+
+
 def test_journal_defaults():
     journal = JournalConfig()
     assert (journal.file_size, journal.min_files, journal.pool_files, journal.buffer_size,
