@@ -37,6 +37,7 @@ CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
 </core></configuration>
 """
 
+
 def producer(port: int, address: str, count: int, size: int, durable: bool, ready, go) -> None:
     from proton import Message
     from proton.handlers import MessagingHandler
@@ -70,6 +71,7 @@ def producer(port: int, address: str, count: int, size: int, durable: bool, read
 
     Container(Send()).run()
 
+
 def consumer(port: int, address: str, count: int, ready, done) -> None:
     from proton.handlers import MessagingHandler
     from proton.reactor import Container
@@ -98,6 +100,7 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
                 event.connection.close()
 
     Container(Receive()).run()
+
 
 def run_once(messages: int, size: int, producers: int, consumers: int, durable: bool,
              buffer_timeout: int | None = None) -> dict:
@@ -163,6 +166,7 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                 "broker_context_switches_per_message": round(switches / total, 2),
             }
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=50_000)
@@ -191,6 +195,7 @@ def main() -> None:
     for _ in range(args.repeat):
         print(json.dumps(run_once(args.messages, args.size, args.producers, args.consumers, args.durable,
                                         args.journal_buffer_timeout)), flush=True)
+
 
 if __name__ == "__main__":
     main()
