@@ -85,6 +85,11 @@ class _GatedFile:
         self._owner.writes += 1
 
 
+async def wait_thread_event(event: threading.Event) -> None:
+    """Await a ``threading.Event`` set by another thread (bounded by TIMEOUT)."""
+    assert await asyncio.get_running_loop().run_in_executor(None, event.wait, TIMEOUT)
+
+
 async def until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
     """Await a condition the broker reaches through its own callbacks (polled, bounded):
     TimeoutError when it is not reached within ``timeout`` seconds."""

@@ -16,7 +16,10 @@ batch holds a durable record (or an explicit ``sync()``), and resolves the batch
 with one ``call_soon_threadsafe``. Whatever arrives while a batch is being written or synced
 goes into the next batch: that is the group commit. ``buffer_timeout_ns`` is Artemis's
 timed-buffer spacing: a batch waits at most that long after the previous flush started to
-gather more (0 = write at once); ``buffer_size`` caps a batch.
+gather more (0 = write at once); ``buffer_size`` caps a batch. One difference from Artemis's
+TimedBuffer: a record that finds the writer idle after a batch of a few records is written at
+once, so a lone synchronous producer does not pay the whole timeout per message; under load
+(records arriving while a batch is written, or big batches) the spacing applies as in Artemis.
 
 Durability rules the writer keeps (each one prevents a specific bad replay):
 
@@ -684,6 +687,10 @@ def _gc_paused():
                 gc.unfreeze()
                 gc.enable()
 _BODY_TYPES: Final = frozenset({bytes, bytearray, memoryview})
+# A record that finds the writer idle is written at once when the last batch held at most this
+# many records: a few synchronous writers gain nothing from waiting (PostgreSQL's
+# commit_siblings reasoning). After a bigger batch it waits for the buffer timeout as usual.
+_FEW_RECORDS: Final = 4
 _END_MARK: Final = bytes(FRAME_HEADER_SIZE)
 
 
@@ -747,6 +754,7 @@ class Journal:
         self._w_dirty: dict[int, Segment] = {}
         self._w_last_flush_ns = 0
         self._w_batches = 0
+        self._w_last_records = 0  # records in the last batch written (read by the loop too)
         self._w_bytes = 0
         self._w_fsyncs = 0
         self._w_largest = 0
@@ -951,8 +959,12 @@ class Journal:
                 batch.sync_futures.append(future)
             else:
                 batch.write_futures.append(future)
-            if self._writer_idle or (self._writer_gathering and batch.size >= self._buffer_size):
+            if self._writer_idle:
                 self._writer_idle = False
+                if self._w_last_records <= _FEW_RECORDS:  # few writers: do not wait
+                    batch.urgent = True
+                self._cond.notify()
+            elif self._writer_gathering and batch.size >= self._buffer_size:
                 self._cond.notify()
         self._offset = offset + size
         self._records_written += 1
@@ -1209,8 +1221,12 @@ class Journal:
                 batch.sync_futures.append(future)
             else:
                 batch.write_futures.append(future)
-            if self._writer_idle or (self._writer_gathering and batch.size >= self._buffer_size):
+            if self._writer_idle:
                 self._writer_idle = False
+                if self._w_last_records <= _FEW_RECORDS:  # few writers: do not wait
+                    batch.urgent = True
+                self._cond.notify()
+            elif self._writer_gathering and batch.size >= self._buffer_size:
                 self._cond.notify()
         self._offset = offset + size
         self._records_written += 1
@@ -1317,6 +1333,7 @@ class Journal:
                     self._w_dirty[file_id] = segment
                     self._w_bytes += len(data)
                 self._w_batches += 1
+                self._w_last_records = batch.records
                 if batch.records > self._w_largest:
                     self._w_largest = batch.records
             loop = self._loop

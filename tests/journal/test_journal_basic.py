@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from journal_helpers import SMALL, bounded, options, state_of
+from support import GatedFiles, until, wait_thread_event
 
 from pybroker.errors import ConfigError, JournalClosedError, JournalError, LockLostError
 from pybroker.journal import Journal, JournalOptions, RecordInfo
@@ -274,6 +275,53 @@ async def test_buffer_timeout_gathers_and_sync_does_not_wait_for_it(store):
     await bounded(journal.sync())
     assert all(future.done() for future in futures)
     assert journal.statistics().batches == batches + 1  # the ten records went together
+    await journal.close()
+
+
+async def test_a_record_that_finds_the_writer_idle_does_not_wait_for_the_timeout(store):
+    journal, _ = await store.open_loaded(options(buffer_timeout_ns=3600 * 10**9))
+    await bounded(journal.sync())
+    await until(lambda: journal._writer_idle)
+    for record_id in (1, 2, 3):  # a lone synchronous writer: each append waits for the last
+        await bounded(journal.append(record_id, 1, b"x", sync=True))
+        await until(lambda: journal._writer_idle)
+    await journal.close()
+
+
+async def test_records_arriving_during_a_write_wait_for_the_timeout(store):
+    gated = GatedFiles(store.files)
+    journal = await Journal.open(store.directory, options(buffer_timeout_ns=3600 * 10**9), gated)
+    await bounded(journal.load())
+    await bounded(journal.sync())
+    await until(lambda: journal._writer_idle)
+    batches = journal.statistics().batches
+    gated.gate.clear()
+    gated.entered.clear()
+    first = journal.append(1, 1, b"a", sync=True)  # the idle writer takes it at once
+    await wait_thread_event(gated.entered)
+    later = [journal.append(record_id, 1, b"b", sync=True) for record_id in range(2, 7)]
+    gated.gate.set()
+    await bounded(first)
+    await asyncio.sleep(0.2)
+    assert not any(future.done() for future in later)  # gathering: the timeout is an hour
+    await bounded(journal.sync())  # urgent
+    assert all(future.done() for future in later)
+    assert journal.statistics().batches == batches + 2
+    await journal.close()
+
+
+async def test_after_a_big_batch_a_record_at_the_idle_writer_waits_for_the_timeout(store):
+    journal, _ = await store.open_loaded(options(buffer_timeout_ns=3600 * 10**9))
+    for record_id in range(1, 11):
+        journal.append(record_id, 1, b"x", sync=True)
+    await bounded(journal.sync())  # one batch of ten: several writers are about
+    await until(lambda: journal._writer_idle)
+    batches = journal.statistics().batches
+    waiting = journal.append(11, 1, b"y", sync=True)
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await bounded(journal.sync())
+    assert waiting.done() and journal.statistics().batches == batches + 1
     await journal.close()
 
 

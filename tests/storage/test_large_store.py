@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from support import TIMEOUT, FilePlace, GatedFiles, bounded
+from support import FilePlace, GatedFiles, bounded, wait_thread_event
 
 from pybroker.errors import StorageError
 from pybroker.journal import MemoryFileFactory, OSFileFactory
@@ -45,10 +45,6 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
 @pytest.fixture
 def memory_place() -> Place:
     return Place("memory", MemoryFileFactory(), MEMORY_ROOT)
-
-
-async def wait_thread_event(event: threading.Event) -> None:
-    assert await asyncio.get_running_loop().run_in_executor(None, event.wait, TIMEOUT)
 
 
 # --------------------------------------------------------------------------------------------
