@@ -12,7 +12,7 @@ from proton import Message, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import Container, Selector
 from proton.utils import BlockingConnection, LinkDetached, SendException
-from support import Capability, connect, receive, send
+from support import Capability, connect, receive, send, until
 
 from pybroker.testing import embedded_broker
 
@@ -492,3 +492,65 @@ async def test_selector_on_consumer(pybroker_broker):
 
     assert await asyncio.to_thread(read_blue) == "blue"
     assert pybroker_broker.server.post_office.queues["colours"].message_count == 2
+
+
+class _PipelinedDurableSender(MessagingHandler):
+    """Sends ``count`` durable messages without waiting; records each outcome in send order."""
+
+    def __init__(self, port: int, address: str, count: int) -> None:
+        super().__init__(auto_settle=True)
+        self.url = f"amqp://127.0.0.1:{port}"
+        self.address = address
+        self.count = count
+        self.sent: list[object] = []
+        self.outcomes: dict[object, tuple[str, str | None]] = {}
+
+    def on_start(self, event):
+        connection = event.container.connect(self.url)
+        event.container.create_sender(connection, self.address, options=Capability("queue"))
+
+    def on_sendable(self, event):
+        while event.sender.credit and len(self.sent) < self.count:
+            self.sent.append(event.sender.send(Message(body=len(self.sent), durable=True)).tag)
+
+    def _outcome(self, event, kind):
+        condition = event.delivery.remote.condition
+        self.outcomes[event.delivery.tag] = (kind, condition.description if condition else None)
+        if len(self.outcomes) == self.count:
+            event.connection.close()
+
+    def on_accepted(self, event):
+        self._outcome(event, "accepted")
+
+    def on_rejected(self, event):
+        self._outcome(event, "rejected")
+
+
+async def test_transfers_whose_group_commit_fails_are_rejected_in_order(pybroker_persistent_broker):
+    broker = pybroker_persistent_broker
+    port = broker.port
+    await asyncio.to_thread(send, port, "stored", ["before"], durable=True)
+    journal = broker.server.storage.messages
+    written = journal.statistics().records_written
+    release = threading.Event()
+
+    def failing_fence() -> None:  # the writer thread stops in it until every transfer is in
+        release.wait(30)
+        raise OSError("the disk went away")
+
+    journal._fence = failing_fence
+    sender = _PipelinedDurableSender(port, "stored", 5)
+    container = Container(sender)
+    thread = threading.Thread(target=container.run, daemon=True)
+    thread.start()
+    try:
+        await until(lambda: journal.statistics().records_written >= written + 5)
+        assert sender.outcomes == {}  # nothing is accepted before it is on disk
+    finally:
+        release.set()
+    await asyncio.to_thread(thread.join, 30)
+    assert not thread.is_alive()
+    outcomes = [sender.outcomes[tag] for tag in sender.sent]
+    assert [kind for kind, _ in outcomes] == ["rejected"] * 5
+    assert all("message could not be stored" in (text or "") and "the disk went away" in text
+               for _, text in outcomes)

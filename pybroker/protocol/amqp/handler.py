@@ -316,6 +316,7 @@ class ReceiverLink:
         "blocked",
         "closed",
         "credits",
+        "durable_waits",
         "explicit_routing",
         "handler",
         "large",
@@ -339,6 +340,9 @@ class ReceiverLink:
         self.partial: bytearray | None = None
         self.large: LargeInbound | None = None
         self.backlog: collections.deque[tuple[Any, Any]] | None = None
+        # routed transfers waiting for their message to be durable: (delivery, future, pending
+        # large-message record), in routing order; one callback serves each group commit
+        self.durable_waits: collections.deque[tuple[Any, asyncio.Future, int]] = collections.deque()
         self.closed = False
         self.blocked = False
         self.transaction_coordinator = False
@@ -643,8 +647,14 @@ class ReceiverLink:
                 pn_delivery_update(delivery, PN_ACCEPTED)
             pn_delivery_settle(delivery)
             return
-        # accepted only once the message is on disk; the closure holds self, whose proton
+        # accepted only once the message is on disk; the callback holds self, whose proton
         # wrapper keeps the C link (and its unsettled deliveries) alive until it ran
+        if isinstance(durable, asyncio.Future):
+            waits = self.durable_waits
+            waits.append((delivery, durable, pending))
+            if len(waits) == 1:
+                durable.add_done_callback(self._settle_durable)
+            return
 
         def settle(future: Any) -> None:
             error = future.exception() if hasattr(future, "exception") else None
@@ -660,11 +670,37 @@ class ReceiverLink:
                 pn_delivery_settle(delivery)
             handler.want_flush()
 
-        if isinstance(durable, asyncio.Future):
-            durable.add_done_callback(settle)
-        else:
-            task = asyncio.ensure_future(durable)
-            task.add_done_callback(settle)
+        task = asyncio.ensure_future(durable)
+        task.add_done_callback(settle)
+
+    def _settle_durable(self, _future: Any = None) -> None:
+        """Settle the waiting transfers whose messages are durable, in order. A group commit
+        resolves its futures together, so one call settles the whole batch; it waits again on
+        the first future still pending."""
+        waits = self.durable_waits
+        handler = self.handler
+        storage = handler.server.storage
+        settled = False
+        while waits:
+            delivery, future, pending = waits[0]
+            if not future.done():
+                future.add_done_callback(self._settle_durable)
+                break
+            waits.popleft()
+            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+            if pending and error is None:
+                storage.delete_large_pending(pending)
+            if self.closed or handler.closed:
+                continue
+            if error is not None:
+                condition, description = _condition_for(error)
+                self._reject(delivery, condition, f"message could not be stored: {description}")
+            else:
+                pn_delivery_update(delivery, PN_ACCEPTED)
+                pn_delivery_settle(delivery)
+            settled = True
+        if settled:
+            handler.want_flush()
 
     def route_large(self, delivery: Any, large: LargeInbound, size: int) -> None:
         """A large message's body is on disk: route its head (the body stays in the file)."""
