@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -33,6 +34,15 @@ ACTUAL_EXPIRY = "_AMQ_ACTUAL_EXPIRY"
 DEFAULT_PRIORITY = 4
 
 _unpackb = msgpack.unpackb
+_packers = threading.local()  # one reusable Packer per thread (packb builds one per call)
+
+
+def _packer() -> Any:
+    try:
+        return _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        return packer
 _new_message = object.__new__
 
 # Fixed per-message overhead used for memory accounting (object, slots, refs); the body length is
@@ -230,7 +240,7 @@ class Message:
         # a codec whose protocol keeps the properties inside the body (AMQP) re-derives them;
         # for every other message they are stored with it
         store_props = None if getattr(self.codec, "properties_in_body", False) else self.properties
-        return msgpack.packb(
+        return _packer().pack(
             (
                 1,
                 self.address,
@@ -246,7 +256,6 @@ class Message:
                 self.extra,
                 self.user,
             ),
-            use_bin_type=True,
         )
 
     @classmethod
