@@ -14,6 +14,7 @@ from proton.reactor import Container, Selector
 from proton.utils import BlockingConnection, LinkDetached, SendException
 from support import Capability, connect, receive, send, until
 
+from pybroker.config.model import RoutingType
 from pybroker.testing import embedded_broker
 
 pytestmark = pytest.mark.asyncio
@@ -228,6 +229,44 @@ async def test_credit_stall_holds_messages_until_credit_is_granted(pybroker_brok
     assert staller.in_flight_at_stall == 2
     assert staller.queued_at_stall == 3
     assert staller.received == [0, 1, 2, 3, 4]
+
+
+async def test_a_drained_consumer_gets_nothing_until_it_grants_credit_again(pybroker_broker):
+    port = pybroker_broker.port
+    server = pybroker_broker.server
+    server.post_office.create_queue("drained", "drained", RoutingType.ANYCAST)
+
+    class Drainer(MessagingHandler):
+        def __init__(self) -> None:
+            super().__init__(prefetch=0)
+            self.received: list[int] = []
+            self.drained = False
+            self.queued_while_drained: int | None = None
+
+        def on_start(self, event):
+            self.conn = event.container.connect(f"amqp://127.0.0.1:{port}")
+            self.receiver = event.container.create_receiver(self.conn, "drained", options=Capability("queue"))
+            self.receiver.drain(5)  # nothing queued: the broker uses up the credit at once
+
+        def on_link_flow(self, event):
+            if not self.drained and self.receiver.credit == 0 and not self.receiver.draining():
+                self.drained = True
+                send(port, "drained", [0, 1, 2])
+                event.container.schedule(0.3, self)
+
+        def on_message(self, event):
+            self.received.append(event.message.body)
+            if len(self.received) == 3:
+                self.conn.close()
+
+        def on_timer_task(self, event):
+            self.queued_while_drained = server.post_office.queues["drained"].queued_count
+            self.receiver.flow(3)
+
+    drainer = Drainer()
+    await asyncio.to_thread(Container(drainer).run)
+    assert drainer.queued_while_drained == 3  # none went out on the drained link
+    assert drainer.received == [0, 1, 2]
 
 
 async def test_unsettled_messages_return_when_the_consumer_disconnects(pybroker_broker):

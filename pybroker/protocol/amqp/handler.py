@@ -628,9 +628,9 @@ class ReceiverLink:
             return
         if result.durable is None:
             # not stored (non-durable, or no persistence): accept at once (_settle_routed's
-            # first case, inlined: this runs for every such message)
-            if not pn_delivery_settled(delivery):
-                pn_delivery_update(delivery, PN_ACCEPTED)
+            # first case, inlined: this runs for every such message). No settled check: proton
+            # sends no disposition for a transfer the producer settled already.
+            pn_delivery_update(delivery, PN_ACCEPTED)
             pn_delivery_settle(delivery)
             return
         self._settle_routed(delivery, result)
@@ -773,6 +773,7 @@ class SenderLink:
         "browse_only",
         "closed",
         "consumer",
+        "credit",
         "durable_subscription",
         "handler",
         "link",
@@ -797,6 +798,10 @@ class SenderLink:
         self.unsettled: dict[Any, MessageReference] = {}
         self.presettled = False
         self.closed = False
+        # proton's credit for this link as of the last flow event, less what deliver() sent
+        # since: never more than the real credit (a flow frame that lowers it is a flow event),
+        # so only a count of 0 needs proton's own count
+        self.credit = 0
         self._tag = 0
         self.queue_name: str | None = None
         self.source_address: str | None = None
@@ -924,10 +929,16 @@ class SenderLink:
     def deliver(self, ref: MessageReference) -> bool:
         ptr = self.ptr
         handler = self.handler
-        if not self.ready or self.closed or handler.write_blocked or pn_link_credit(ptr) <= 0:
+        if not self.ready or self.closed or handler.write_blocked:
             return False
+        credit = self.credit
+        if credit <= 0:
+            credit = self.credit = pn_link_credit(ptr)
+            if credit <= 0:
+                return False
         if self.streaming:
             return False  # a large message is being sent on this link: one delivery at a time
+        self.credit = credit - 1
         if ref.message.large is not None:
             return self._deliver_large(ref)
         message = ref.message
@@ -1063,13 +1074,15 @@ class SenderLink:
         pn_delivery_settle(delivery)
 
     def on_flow(self) -> None:
+        credit = self.credit = pn_link_credit(self.ptr)
         consumer = self.consumer
         if consumer is None or self.closed:
             return
-        if pn_link_credit(self.ptr) > 0:
+        if credit > 0:
             consumer.prompt_delivery()
         if pn_link_get_drain(self.ptr):
             pn_link_drained(self.ptr)
+            self.credit = 0
             self.handler.want_flush()
 
     def close(self, *, remote_detach_closed: bool) -> None:
