@@ -144,3 +144,24 @@ async def test_amqp_max_message_size_refuses_bigger_transfers_whole_or_in_frames
         assert producer.rejected == ["amqp:link:message-size-exceeded"] * 2
         bodies = await asyncio.to_thread(receive, broker.port, "limited", 2)
         assert [len(body) for body in bodies] == [100, 3000]
+
+
+async def test_refused_transfers_use_credit_and_it_is_topped_up(tmp_path):
+    # a producer whose every transfer is refused must not run out of credit: 60 refusals on a
+    # link granted 20 at a time
+    xml = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
+      <persistence-enabled>false</persistence-enabled><security-enabled>false</security-enabled>
+      <acceptors><acceptor name="a">tcp://127.0.0.1:0?amqpMaxMessageSize=4000;amqpCredits=20;amqpLowCredits=5</acceptor></acceptors>
+      </core></configuration>"""
+    async with Broker(parse_config(xml, file="size.xml", instance_dir=tmp_path)) as broker:
+        producer = SizedProducer(broker.port, [5000] * 30 + [300_000] * 10 + [5000] * 20 + [100])
+        container = Container(producer)
+        thread = threading.Thread(target=container.run, daemon=True)
+        thread.start()
+        finished = await asyncio.to_thread(producer.done.wait, 20)
+        if not finished:
+            container.stop()
+        await asyncio.to_thread(thread.join, 10)
+        assert finished, f"stalled after {producer.sent} sends ({len(producer.rejected)} refused)"
+        assert producer.rejected == ["amqp:link:message-size-exceeded"] * 60
+        assert producer.accepted == 1

@@ -315,6 +315,7 @@ class ReceiverLink:
         "backlog",
         "blocked",
         "closed",
+        "credit_left",
         "credits",
         "durable_waits",
         "explicit_routing",
@@ -337,6 +338,10 @@ class ReceiverLink:
         self.explicit_routing: RoutingType | None = None
         self.credits = handler.credits
         self.low_credits = handler.low_credits
+        # proton's credit for this link as of the last grant or flow event, less the transfers
+        # that ended since (routed, refused or aborted): at most one above the real count (a
+        # transfer under way), so it tells when to top up without asking proton each time
+        self.credit_left = 0
         self.partial: bytearray | None = None
         self.large: LargeInbound | None = None
         self.backlog: collections.deque[tuple[Any, Any]] | None = None
@@ -411,6 +416,14 @@ class ReceiverLink:
         credit = pn_link_credit(self.ptr)
         if credit < self.credits:
             pn_link_flow(self.ptr, self.credits - credit)
+            credit = self.credits
+        self.credit_left = credit
+
+    def transfer_done(self) -> None:
+        """A transfer ended (routed, refused or aborted): it used a credit; top up when low."""
+        left = self.credit_left = self.credit_left - 1
+        if left <= self.low_credits and not self.blocked:
+            self.grant_credit()
 
     def _unblocked(self) -> None:
         self.blocked = False
@@ -432,6 +445,7 @@ class ReceiverLink:
             self.large.abort()
             self.large = None
         pn_delivery_settle(delivery)
+        self.transfer_done()
 
     def on_transfer(self, delivery: Any, current: bool = False) -> None:
         """A complete (or aborted, or partial) transfer arrived. ``current``: the caller saw
@@ -475,8 +489,7 @@ class ReceiverLink:
                 return
             self.large = None
             pn_link_advance(ptr)
-            if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
-                self.grant_credit()
+            self.transfer_done()
             self._enqueue(delivery, large)
             return
         if partial:
@@ -487,8 +500,11 @@ class ReceiverLink:
             limit = handler.max_message_size
             if limit and len(self.partial) > limit:
                 self.partial = None
-                self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
+                # advance first: settling the current delivery would advance the link itself,
+                # and a second advance would skip the next transfer (never read, never settled)
                 pn_link_advance(ptr)
+                self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
+                self.transfer_done()
             elif 0 <= handler.large_threshold <= len(self.partial) and not self.transaction_coordinator:
                 self._start_large(delivery)
             return
@@ -502,13 +518,17 @@ class ReceiverLink:
         if size >= handler.size_check:
             limit = handler.max_message_size
             if limit and size > limit:
-                self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
+                # advance first: settling the current delivery would advance the link itself,
+                # and a second advance would skip the next transfer (never read, never settled)
                 pn_link_advance(ptr)
+                self._reject(delivery, "amqp:link:message-size-exceeded", f"message larger than {limit} bytes")
+                self.transfer_done()
                 return
             if 0 <= handler.large_threshold <= size and self._whole_to_large(delivery, data):
                 return
         pn_link_advance(ptr)
-        if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
+        left = self.credit_left = self.credit_left - 1  # transfer_done(), inlined
+        if left <= self.low_credits and not self.blocked:
             self.grant_credit()
         if self.backlog:
             self._enqueue(delivery, data)
@@ -532,10 +552,8 @@ class ReceiverLink:
         self.partial = None
         if large is None:
             return False
-        ptr = self.ptr
-        pn_link_advance(ptr)
-        if pn_link_credit(ptr) <= self.low_credits and not self.blocked:
-            self.grant_credit()
+        pn_link_advance(self.ptr)
+        self.transfer_done()
         self._enqueue(delivery, large)
         return True
 
@@ -1467,6 +1485,8 @@ class AMQPConnectionHandler:
                     link = links.get(pn_event_link(event))
                     if isinstance(link, SenderLink):
                         link.on_flow()
+                    elif link is not None:  # the producer's flow (a drain answer) may use credit
+                        link.credit_left = pn_link_credit(link.ptr)
                 else:
                     self._on_endpoint_event(kind, event)
             except Exception as error:  # noqa: BLE001 - task boundary for this connection
