@@ -339,8 +339,9 @@ class ReceiverLink:
         self.credits = handler.credits
         self.low_credits = handler.low_credits
         # proton's credit for this link as of the last grant or flow event, less the transfers
-        # that ended since (routed, refused or aborted): at most one above the real count (a
-        # transfer under way), so it tells when to top up without asking proton each time
+        # that ended since (routed, refused or aborted). It exceeds the real count only by the
+        # transfers proton holds that were not handled yet, and each of those ends in time, so
+        # it tells when to top up without asking proton on every transfer
         self.credit_left = 0
         self.partial: bytearray | None = None
         self.large: LargeInbound | None = None
