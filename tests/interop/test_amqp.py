@@ -196,56 +196,63 @@ async def test_competing_consumers_round_robin(pybroker_broker):
             await asyncio.to_thread(c.close)
 
 
+class _ManualCredit(MessagingHandler):
+    """A receiver on ``queue`` that grants credit itself (``begin``, after the attach). At its
+    timer it records what it received and what the queue still holds, then grants ``later``;
+    it closes once ``expected`` messages arrived."""
+
+    def __init__(self, port: int, server, queue: str, expected: int, later: int) -> None:
+        super().__init__(prefetch=0)
+        self.port, self.server, self.queue = port, server, queue
+        self.expected, self.later = expected, later
+        self.received: list[int] = []
+        self.received_at_timer: int | None = None
+        self.queued_at_timer: int | None = None
+
+    def on_start(self, event):
+        self.conn = event.container.connect(f"amqp://127.0.0.1:{self.port}")
+        self.receiver = event.container.create_receiver(self.conn, self.queue, options=Capability("queue"))
+        self.begin(event)
+
+    def begin(self, event) -> None:
+        raise NotImplementedError
+
+    def on_message(self, event):
+        self.received.append(event.message.body)
+        if len(self.received) == self.expected:
+            self.conn.close()
+
+    def on_timer_task(self, event):
+        self.received_at_timer = len(self.received)
+        self.queued_at_timer = self.server.post_office.queues[self.queue].queued_count
+        self.receiver.flow(self.later)
+
+
 async def test_credit_stall_holds_messages_until_credit_is_granted(pybroker_broker):
     port = pybroker_broker.port
-    server = pybroker_broker.server
     await asyncio.to_thread(send, port, "stall", list(range(5)))
 
-    class Staller(MessagingHandler):
-        def __init__(self) -> None:
-            super().__init__(prefetch=0)
-            self.received: list[int] = []
-            self.in_flight_at_stall: int | None = None
-
-        def on_start(self, event):
-            self.conn = event.container.connect(f"amqp://127.0.0.1:{port}")
-            self.receiver = event.container.create_receiver(self.conn, "stall", options=Capability("queue"))
+    class Staller(_ManualCredit):
+        def begin(self, event):
             self.receiver.flow(2)
             event.container.schedule(0.5, self)
 
-        def on_message(self, event):
-            self.received.append(event.message.body)
-            if len(self.received) == 5:
-                self.conn.close()
-
-        def on_timer_task(self, event):
-            # only the 2 credited messages arrived; the rest waited in the queue
-            self.in_flight_at_stall = len(self.received)
-            self.queued_at_stall = server.post_office.queues["stall"].queued_count
-            self.receiver.flow(3)
-
-    staller = Staller()
+    staller = Staller(port, pybroker_broker.server, "stall", 5, 3)
     await asyncio.to_thread(Container(staller).run)
-    assert staller.in_flight_at_stall == 2
-    assert staller.queued_at_stall == 3
+    # only the 2 credited messages arrived; the rest waited in the queue
+    assert staller.received_at_timer == 2
+    assert staller.queued_at_timer == 3
     assert staller.received == [0, 1, 2, 3, 4]
 
 
 async def test_a_drained_consumer_gets_nothing_until_it_grants_credit_again(pybroker_broker):
     port = pybroker_broker.port
-    server = pybroker_broker.server
-    server.post_office.create_queue("drained", "drained", RoutingType.ANYCAST)
+    pybroker_broker.server.post_office.create_queue("drained", "drained", RoutingType.ANYCAST)
 
-    class Drainer(MessagingHandler):
-        def __init__(self) -> None:
-            super().__init__(prefetch=0)
-            self.received: list[int] = []
-            self.drained = False
-            self.queued_while_drained: int | None = None
+    class Drainer(_ManualCredit):
+        drained = False
 
-        def on_start(self, event):
-            self.conn = event.container.connect(f"amqp://127.0.0.1:{port}")
-            self.receiver = event.container.create_receiver(self.conn, "drained", options=Capability("queue"))
+        def begin(self, event):
             self.receiver.drain(5)  # nothing queued: the broker uses up the credit at once
 
         def on_link_flow(self, event):
@@ -254,18 +261,10 @@ async def test_a_drained_consumer_gets_nothing_until_it_grants_credit_again(pybr
                 send(port, "drained", [0, 1, 2])
                 event.container.schedule(0.3, self)
 
-        def on_message(self, event):
-            self.received.append(event.message.body)
-            if len(self.received) == 3:
-                self.conn.close()
-
-        def on_timer_task(self, event):
-            self.queued_while_drained = server.post_office.queues["drained"].queued_count
-            self.receiver.flow(3)
-
-    drainer = Drainer()
+    drainer = Drainer(port, pybroker_broker.server, "drained", 3, 3)
     await asyncio.to_thread(Container(drainer).run)
-    assert drainer.queued_while_drained == 3  # none went out on the drained link
+    assert drainer.received_at_timer == 0
+    assert drainer.queued_at_timer == 3  # none went out on the drained link
     assert drainer.received == [0, 1, 2]
 
 

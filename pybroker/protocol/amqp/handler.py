@@ -668,29 +668,12 @@ class ReceiverLink:
             return
         # accepted only once the message is on disk; the callback holds self, whose proton
         # wrapper keeps the C link (and its unsettled deliveries) alive until it ran
-        if isinstance(durable, asyncio.Future):
-            waits = self.durable_waits
-            waits.append((delivery, durable, pending))
-            if len(waits) == 1:
-                durable.add_done_callback(self._settle_durable)
-            return
-
-        def settle(future: Any) -> None:
-            error = future.exception() if hasattr(future, "exception") else None
-            if pending and error is None:
-                storage.delete_large_pending(pending)
-            if self.closed or handler.closed:
-                return
-            if error is not None:
-                condition, description = _condition_for(error)
-                self._reject(delivery, condition, f"message could not be stored: {description}")
-            else:
-                pn_delivery_update(delivery, PN_ACCEPTED)
-                pn_delivery_settle(delivery)
-            handler.want_flush()
-
-        task = asyncio.ensure_future(durable)
-        task.add_done_callback(settle)
+        if not isinstance(durable, asyncio.Future):
+            durable = asyncio.ensure_future(durable)
+        waits = self.durable_waits
+        waits.append((delivery, durable, pending))
+        if len(waits) == 1:
+            durable.add_done_callback(self._settle_durable)
 
     def _settle_durable(self, _future: Any = None) -> None:
         """Settle the waiting transfers whose messages are durable, in order. A group commit
