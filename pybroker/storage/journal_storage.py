@@ -117,13 +117,14 @@ def _unpack(data: bytes) -> Any:
 
 
 def journal_options(configuration: Configuration, *, bindings: bool = False) -> JournalOptions:
-    """JournalOptions from ``<core>``'s journal-* elements (bindings: 1 MiB files, as Artemis)."""
+    """JournalOptions from ``<core>``'s journal-* elements. The bindings journal has 1 MiB
+    files and no buffer timeout: Artemis writes it through an unbuffered NIO file factory."""
     config = configuration.journal
     return JournalOptions(
         file_size=BINDINGS_FILE_SIZE if bindings else config.file_size,
         min_files=2 if bindings else config.min_files,
         pool_files=config.pool_files,
-        buffer_timeout_ns=config.writer_buffer_timeout_ns,
+        buffer_timeout_ns=0 if bindings else config.writer_buffer_timeout_ns,
         buffer_size=config.buffer_size,
         sync_transactional=config.sync_transactional,
         sync_non_transactional=config.sync_non_transactional,

@@ -199,12 +199,13 @@ async def test_the_writer_takes_the_nio_buffer_timeout_unless_one_is_configured(
       <security-enabled>false</security-enabled></core></configuration>"""
     configuration = parse_config(xml, file="storage.xml", instance_dir=tmp_path)
     assert journal_options(configuration).buffer_timeout_ns == expected
-    assert journal_options(configuration, bindings=True).buffer_timeout_ns == expected
+    assert journal_options(configuration, bindings=True).buffer_timeout_ns == 0  # unbuffered
     storage = JournalStorageManager(configuration)
     with caplog.at_level("INFO", logger="pybroker.storage"):
         await storage.start()
     try:
         assert storage.messages is not None and storage.messages._timeout_ns == expected
+        assert storage.bindings is not None and storage.bindings._timeout_ns == 0
         switched = [r.getMessage() for r in caplog.records if "AMQ221045" in r.getMessage()]
         assert switched == ([f"AMQ221045: libaio is not available, switching the configuration "
                              f"into NIO (journal-buffer-timeout {expected} ns"
