@@ -592,3 +592,21 @@ async def test_transfers_whose_group_commit_fails_are_rejected_in_order(pybroker
     assert [kind for kind, _ in outcomes] == ["rejected"] * 5
     assert all("message could not be stored" in (text or "") and "the disk went away" in text
                for _, text in outcomes)
+
+
+async def test_duplicate_ids_in_application_properties_are_detected(pybroker_broker):
+    port = pybroker_broker.port
+
+    def send_all():
+        connection = connect(port)
+        try:
+            sender = connection.create_sender("dedup", options=Capability("queue"))
+            for body, properties in ((1, {"_AMQ_DUPL_ID": "a"}), (2, {"_AMQ_DUPL_ID": "a"}),
+                                     (3, {"_AMQ_DUPL_ID": "b", "other": 1}), (4, None), (5, {"k": "v"})):
+                sender.send(Message(body=body, properties=properties))
+        finally:
+            connection.close()
+
+    await asyncio.to_thread(send_all)
+    assert await asyncio.to_thread(receive, port, "dedup", 4) == [1, 3, 4, 5]
+    assert pybroker_broker.server.post_office.duplicate_count == 1

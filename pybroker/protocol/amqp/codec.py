@@ -2009,6 +2009,13 @@ def routing_view(data: bytes) -> tuple[Header, Properties]:
     """The header and properties of a message, with the rest of its sections checked for
     shape only (each skipped by its size): the receive path's cheap alternative to
     :func:`parse_message`, which also records every section's range."""
+    header, properties, _ = head_view(data)
+    return header, properties
+
+
+def head_view(data: bytes) -> tuple[Header, Properties, bool]:
+    """:func:`routing_view`, and whether the message has an application-properties section
+    (without one it has no application properties to decode, a duplicate id among them)."""
     if type(data) is not bytes:
         data = bytes(data)
     try:
@@ -2016,12 +2023,14 @@ def routing_view(data: bytes) -> tuple[Header, Properties]:
         o = 0
         header = _DEFAULT_HEADER
         properties = _EMPTY_PROPERTIES
+        application_properties = False
         while o < n:
             start = o
             if data[o] != 0 or data[o + 1] != 0x53:
                 # symbolic or ulong64 descriptors, or garbage: the full parser decides
                 parsed = parse_message(data)
-                return parsed.header, parsed.properties
+                return (parsed.header, parsed.properties,
+                        parsed.application_properties_range is not None)
             code = data[o + 2]
             o += 3
             if code == HEADER:
@@ -2058,12 +2067,14 @@ def routing_view(data: bytes) -> tuple[Header, Properties]:
             elif code == AMQP_VALUE and data[o] == 0xB0:
                 o += 5 + _unpack_I(data, o + 1)[0]  # a binary amqp-value (vbin32): skipped by its size
             elif code in _RANK:
+                if code == APPLICATION_PROPERTIES:
+                    application_properties = True
                 o = _skip(data, o)
             else:
                 raise AMQPDecodeError(f"unknown section descriptor {code:#x}", start + 1)
         if o != n:
             raise AMQPDecodeError("the last section runs past the end of the message", n)
-        return header, properties
+        return header, properties, application_properties
     except (IndexError, struct.error):
         raise AMQPDecodeError("message runs past the end of the input", len(data)) from None
     except RecursionError:

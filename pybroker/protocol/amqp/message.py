@@ -20,8 +20,8 @@ from .codec import (
     AMQPDecodeError,
     Symbol,
     build_message,
+    head_view,
     parse_message,
-    routing_view,
     with_header,
     with_message_annotations,
 )
@@ -86,26 +86,32 @@ _time = time.time
 def amqp_to_core(data: bytes, address: str, *, now_ms: int | None = None) -> tuple[Message, Any]:
     """Build a core message from AMQP bytes (header and properties decoded, nothing else);
     returns the message and a view with ``header``, ``properties`` and ``to``."""
-    header, properties = routing_view(data)
-    return _core_message(data, address, header, properties, now_ms), _RoutingView(data, header, properties)
+    header, properties, application_properties = head_view(data)
+    message = _core_message(data, address, header, properties, application_properties, now_ms)
+    return message, _RoutingView(data, header, properties)
 
 
 def amqp_message(data: bytes, address: str) -> Message:
     """:func:`amqp_to_core` without the view: the receive path of a link whose address and
     routing type are known."""
-    header, properties = routing_view(data)
-    return _core_message(data, address, header, properties, None)
+    header, properties, application_properties = head_view(data)
+    return _core_message(data, address, header, properties, application_properties, None)
 
 
-def _core_message(data: bytes, address: str, header: Any, properties: Any, now_ms: int | None) -> Message:
+def _core_message(data: bytes, address: str, header: Any, properties: Any,
+                  application_properties: bool, now_ms: int | None) -> Message:
     now = int(_time() * 1000) if now_ms is None else now_ms
     expiration = properties.absolute_expiry_time or 0
     if not expiration and header.ttl:
         expiration = now + header.ttl
-    return _received(
+    message = _received(
         address, data, PROTOCOL, AMQP_CODEC, header.durable, header.priority, expiration,
         properties.creation_time or now,
     )
+    if not application_properties:
+        # none to decode: routing's duplicate-id check then reads nothing of the body
+        message._properties = {}
+    return message
 
 
 class _RoutingView:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from proton import Message
 
-from pybroker.protocol.amqp.codec import AMQPDecodeError, parse_message, routing_view
+from pybroker.protocol.amqp.codec import AMQPDecodeError, head_view, parse_message, routing_view
 
 MESSAGES = [
     Message(body=b"x" * 100),
@@ -25,6 +25,14 @@ def test_agrees_with_the_full_parser(message):
     data = bytes(message.encode())
     parsed = parse_message(data)
     assert routing_view(data) == (parsed.header, parsed.properties)
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=range(len(MESSAGES)))
+def test_head_view_tells_whether_there_are_application_properties(message):
+    data = bytes(message.encode())
+    parsed = parse_message(data)
+    assert head_view(data) == (parsed.header, parsed.properties,
+                               parsed.application_properties_range is not None)
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=range(len(MESSAGES)))
