@@ -601,12 +601,16 @@ async def test_duplicate_ids_in_application_properties_are_detected(pybroker_bro
         connection = connect(port)
         try:
             sender = connection.create_sender("dedup", options=Capability("queue"))
+            big = "y" * 20_000  # past the size where only the head is searched for the id
             for body, properties in ((1, {"_AMQ_DUPL_ID": "a"}), (2, {"_AMQ_DUPL_ID": "a"}),
-                                     (3, {"_AMQ_DUPL_ID": "b", "other": 1}), (4, None), (5, {"k": "v"})):
+                                     (3, {"_AMQ_DUPL_ID": "b", "other": 1}), (4, None), (5, {"k": "v"}),
+                                     (big + "6", {"_AMQ_DUPL_ID": "c"}), (big + "7", {"_AMQ_DUPL_ID": "c"}),
+                                     (big + "_AMQ_DUPL_ID8", {"k": "v"}), (big + "_AMQ_DUPL_ID9", {"k": "v"})):
                 sender.send(Message(body=body, properties=properties))
         finally:
             connection.close()
 
     await asyncio.to_thread(send_all)
-    assert await asyncio.to_thread(receive, port, "dedup", 4) == [1, 3, 4, 5]
-    assert pybroker_broker.server.post_office.duplicate_count == 1
+    received = await asyncio.to_thread(receive, port, "dedup", 7)
+    assert [str(body)[-1] for body in received] == ["1", "3", "4", "5", "6", "8", "9"]
+    assert pybroker_broker.server.post_office.duplicate_count == 2
