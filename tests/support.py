@@ -178,11 +178,18 @@ def connect(port: int, *, user: str | None = None, password: str | None = None, 
 
 def send(port: int, address: str, bodies: list[Any], *, capability: str | None = "queue",
          durable: bool = False, properties: dict[str, Any] | None = None, **connect_kwargs: Any) -> None:
+    send_messages(port, address, [Message(body=body, durable=durable, properties=properties) for body in bodies],
+                  capability=capability, **connect_kwargs)
+
+
+def send_messages(port: int, address: str, messages: list[Message], *, capability: str | None = "queue",
+                  **connect_kwargs: Any) -> None:
+    """Send each message in turn on one connection (each waits for its outcome)."""
     connection = connect(port, **connect_kwargs)
     try:
         sender = connection.create_sender(address, options=Capability(capability) if capability else None)
-        for body in bodies:
-            sender.send(Message(body=body, durable=durable, properties=properties))
+        for message in messages:
+            sender.send(message)
     finally:
         connection.close()
 

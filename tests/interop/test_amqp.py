@@ -12,7 +12,7 @@ from proton import Message, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import Container, Selector
 from proton.utils import BlockingConnection, LinkDetached, SendException
-from support import Capability, connect, receive, send, until
+from support import Capability, connect, receive, send, send_messages, until
 
 from pybroker.config.model import RoutingType
 from pybroker.testing import embedded_broker
@@ -300,32 +300,15 @@ async def test_unsettled_messages_return_when_the_consumer_disconnects(pybroker_
 async def test_priorities_are_delivered_highest_first(pybroker_broker):
     port = pybroker_broker.port
 
-    def send_prioritised():
-        connection = connect(port)
-        try:
-            sender = connection.create_sender("prio", options=Capability("queue"))
-            for body, priority in (("low", 1), ("high", 9), ("normal", 4)):
-                sender.send(Message(body=body, priority=priority))
-        finally:
-            connection.close()
-
-    await asyncio.to_thread(send_prioritised)
+    messages = [Message(body=body, priority=priority) for body, priority in (("low", 1), ("high", 9), ("normal", 4))]
+    await asyncio.to_thread(send_messages, port, "prio", messages)
     assert await asyncio.to_thread(receive, port, "prio", 3) == ["high", "normal", "low"]
 
 
 async def test_expired_messages_move_to_the_expiry_address(pybroker_broker):
     port = pybroker_broker.port
 
-    def send_short_lived():
-        connection = connect(port)
-        try:
-            sender = connection.create_sender("ttl", options=Capability("queue"))
-            sender.send(Message(body="gone", ttl=0.05))
-            sender.send(Message(body="kept"))
-        finally:
-            connection.close()
-
-    await asyncio.to_thread(send_short_lived)
+    await asyncio.to_thread(send_messages, port, "ttl", [Message(body="gone", ttl=0.05), Message(body="kept")])
     await asyncio.sleep(0.1)
     assert await asyncio.to_thread(receive, port, "ttl", 1) == ["kept"]
     assert pybroker_broker.server.post_office.queues["ExpiryQueue"].message_count == 1
@@ -505,16 +488,8 @@ async def test_send_to_a_full_fail_address_is_rejected_with_resource_limit(pybro
 async def test_selector_on_consumer(pybroker_broker):
     port = pybroker_broker.port
 
-    def send_colours():
-        connection = connect(port)
-        try:
-            sender = connection.create_sender("colours", options=Capability("queue"))
-            for colour in ("red", "blue", "red"):
-                sender.send(Message(body=colour, properties={"colour": colour}))
-        finally:
-            connection.close()
-
-    await asyncio.to_thread(send_colours)
+    messages = [Message(body=colour, properties={"colour": colour}) for colour in ("red", "blue", "red")]
+    await asyncio.to_thread(send_messages, port, "colours", messages)
 
     def read_blue():
         connection = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10)
@@ -597,20 +572,12 @@ async def test_transfers_whose_group_commit_fails_are_rejected_in_order(pybroker
 async def test_duplicate_ids_in_application_properties_are_detected(pybroker_broker):
     port = pybroker_broker.port
 
-    def send_all():
-        connection = connect(port)
-        try:
-            sender = connection.create_sender("dedup", options=Capability("queue"))
-            big = "y" * 20_000  # past the size where only the head is searched for the id
-            for body, properties in ((1, {"_AMQ_DUPL_ID": "a"}), (2, {"_AMQ_DUPL_ID": "a"}),
-                                     (3, {"_AMQ_DUPL_ID": "b", "other": 1}), (4, None), (5, {"k": "v"}),
-                                     (big + "6", {"_AMQ_DUPL_ID": "c"}), (big + "7", {"_AMQ_DUPL_ID": "c"}),
-                                     (big + "_AMQ_DUPL_ID8", {"k": "v"}), (big + "_AMQ_DUPL_ID9", {"k": "v"})):
-                sender.send(Message(body=body, properties=properties))
-        finally:
-            connection.close()
-
-    await asyncio.to_thread(send_all)
+    big = "y" * 20_000  # past the size where only the head is searched for the id
+    messages = [Message(body=body, properties=properties) for body, properties in (
+        (1, {"_AMQ_DUPL_ID": "a"}), (2, {"_AMQ_DUPL_ID": "a"}), (3, {"_AMQ_DUPL_ID": "b", "other": 1}),
+        (4, None), (5, {"k": "v"}), (big + "6", {"_AMQ_DUPL_ID": "c"}), (big + "7", {"_AMQ_DUPL_ID": "c"}),
+        (big + "_AMQ_DUPL_ID8", {"k": "v"}), (big + "_AMQ_DUPL_ID9", {"k": "v"}))]
+    await asyncio.to_thread(send_messages, port, "dedup", messages)
     received = await asyncio.to_thread(receive, port, "dedup", 7)
     assert [str(body)[-1] for body in received] == ["1", "3", "4", "5", "6", "8", "9"]
     assert pybroker_broker.server.post_office.duplicate_count == 2
