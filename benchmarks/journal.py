@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pybroker.journal import Journal, JournalOptions
@@ -40,21 +41,38 @@ from pybroker.journal.perf import raw_sync_rate
 RECORD_BODY = b"r" * 1024
 
 
+async def _timed_writers(write_one: Callable[[], Awaitable[object]], writers: int,
+                         seconds: float) -> tuple[int, float, float]:
+    """``writers`` tasks awaiting ``write_one()`` in a loop for ``seconds``: (records, wall
+    seconds, process CPU seconds)."""
+    stop = False
+
+    async def writer() -> int:
+        count = 0
+        while not stop:
+            await write_one()
+            count += 1
+        return count
+
+    cpu_start = time.process_time()
+    wall_start = time.perf_counter()
+    tasks = [asyncio.create_task(writer()) for _ in range(writers)]
+    await asyncio.sleep(seconds)
+    stop = True
+    counts = await asyncio.gather(*tasks)
+    return sum(counts), time.perf_counter() - wall_start, time.process_time() - cpu_start
+
+
 async def _append_run(directory: Path, writers: int, seconds: float,
                       options: JournalOptions) -> dict:
     journal = await Journal.open(directory, options)
     await journal.load()
     next_id = 0
-    stop = False
 
-    async def writer() -> int:
+    def write_one() -> asyncio.Future[None]:
         nonlocal next_id
-        count = 0
-        while not stop:
-            next_id += 1
-            await journal.append(next_id, 1, RECORD_BODY, sync=True)
-            count += 1
-        return count
+        next_id += 1
+        return journal.append(next_id, 1, RECORD_BODY, sync=True)
 
     # warm up: create the files ahead, let the first claims happen
     for _ in range(200):
@@ -62,17 +80,9 @@ async def _append_run(directory: Path, writers: int, seconds: float,
         journal.append(next_id, 1, RECORD_BODY, sync=False)
     await journal.sync()
     before = journal.statistics()
-    cpu_start = time.process_time()
-    wall_start = time.perf_counter()
-    tasks = [asyncio.create_task(writer()) for _ in range(writers)]
-    await asyncio.sleep(seconds)
-    stop = True
-    counts = await asyncio.gather(*tasks)
-    wall = time.perf_counter() - wall_start
-    cpu = time.process_time() - cpu_start
+    records, wall, cpu = await _timed_writers(write_one, writers, seconds)
     after = journal.statistics()
     await journal.close()
-    records = sum(counts)
     fsyncs = after.fsyncs - before.fsyncs
     record_size = (after.bytes_written - before.bytes_written) / max(
         1, after.records_written - before.records_written)
@@ -143,29 +153,12 @@ async def _ceiling_run(directory: Path, writers: int, seconds: float, record_byt
 
     thread = threading.Thread(target=write_loop, daemon=True)
     thread.start()
-    stop = False
-
-    async def writer() -> int:
-        count = 0
-        while not stop:
-            await append()
-            count += 1
-        return count
-
-    cpu_start = time.process_time()
-    wall_start = time.perf_counter()
-    tasks = [asyncio.create_task(writer()) for _ in range(writers)]
-    await asyncio.sleep(seconds)
-    stop = True
-    counts = await asyncio.gather(*tasks)
-    wall = time.perf_counter() - wall_start
-    cpu = time.process_time() - cpu_start
+    records, wall, cpu = await _timed_writers(append, writers, seconds)
     with lock:
         state["stop"] = True
         lock.notify()
     thread.join()
     os.close(fd)
-    records = sum(counts)
     return {
         "ceiling_records_per_s": round(records / wall),
         "ceiling_records_per_fsync": round(records / max(1, state["syncs"]), 1),
