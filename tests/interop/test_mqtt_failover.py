@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,37 @@ async def after_failover(port: int, v5: bool, subscriber: Subscriber, client_id:
     await subscriber.nothing_more()
 
 
+async def hold(port: int, v5: bool, client_id: str, queued: list[tuple[str, bytes]],
+               acked: int) -> Subscriber:
+    """Back on the primary: every queued message delivered (none a redelivery), only the first
+    ``acked`` acknowledged. The caller makes the primary go, then abandons the holder."""
+    holder = await Subscriber(port, client_id, v5=v5, manual_ack=True).connect()
+    assert holder.session_present is True
+    delivered = await holder.take(len(queued))
+    assert [(m.topic, m.payload) for m in delivered] == queued
+    assert not any(m.dup for m in delivered)
+    for message in delivered[:acked]:
+        holder.ack(message)
+    await holder.barrier()
+    return holder
+
+
+async def recovered(port: int, v5: bool, client_id: str, expected: list[tuple[str, bytes]],
+                    flags: Callable[[Any], bool]) -> None:
+    """On the backup: the session is there, ``expected`` arrives once and in order with
+    ``flags`` true of every message, nothing else; then :func:`after_failover`."""
+    back = await Subscriber(port, client_id, v5=v5).connect()
+    try:
+        assert back.session_present is True
+        messages = await back.take(len(expected))
+        assert [(m.topic, m.payload) for m in messages] == expected
+        assert all(flags(m) for m in messages)
+        await back.nothing_more()
+        await after_failover(port, v5, back, client_id)
+    finally:
+        await back.disconnect()
+
+
 @VERSIONS
 async def test_persistent_session_survives_a_primary_crash(tmp_path: Path, v5: bool) -> None:
     """In-process pair, ``fail_primary()`` (the primary leaves the store without a state write,
@@ -206,17 +238,8 @@ async def test_persistent_session_survives_a_primary_crash(tmp_path: Path, v5: b
         await pair.fail_primary()
         await pair.wait_backup_active(timeout=TIMEOUT)
         assert pair.backup.active
-
-        back = await Subscriber(pair.backup.port, client_id, v5=v5).connect()
-        try:
-            assert back.session_present is True
-            messages = await back.take(len(queued))
-            assert [(m.topic, m.payload) for m in messages] == queued
-            assert all(m.qos == 1 and not m.retain and not m.dup for m in messages)
-            await back.nothing_more()
-            await after_failover(pair.backup.port, v5, back, client_id)
-        finally:
-            await back.disconnect()
+        await recovered(pair.backup.port, v5, client_id, queued,
+                        lambda m: m.qos == 1 and not m.retain and not m.dup)
 
 
 @VERSIONS
@@ -232,33 +255,16 @@ async def test_persistent_session_survives_a_graceful_failover_with_messages_in_
     async with HAPair(tmp_path, failover_on_shutdown=True) as pair:
         queued = await prepare(pair.primary.port, v5, client_id)
 
-        # back on the primary: everything is delivered, only the first few are acknowledged
-        holder = await Subscriber(pair.primary.port, client_id, v5=v5, manual_ack=True).connect()
+        holder = await hold(pair.primary.port, v5, client_id, queued, acked)
         try:
-            assert holder.session_present is True
-            delivered = await holder.take(len(queued))
-            assert [(m.topic, m.payload) for m in delivered] == queued
-            assert not any(m.dup for m in delivered)
-            for message in delivered[:acked]:
-                holder.ack(message)
-            await holder.barrier()
             await pair.stop_primary(failover=True)
         finally:
             await holder.abandon()
         await pair.wait_backup_active(timeout=TIMEOUT)
         assert pair.backup.active
-
-        back = await Subscriber(pair.backup.port, client_id, v5=v5).connect()
-        try:
-            assert back.session_present is True
-            messages = await back.take(len(queued) - acked)
-            assert [(m.topic, m.payload) for m in messages] == queued[acked:]
-            # delivered before the failover, not acknowledged: sent again with DUP set
-            assert all(m.qos == 1 and m.dup and not m.retain for m in messages)
-            await back.nothing_more()
-            await after_failover(pair.backup.port, v5, back, client_id)
-        finally:
-            await back.disconnect()
+        # delivered before the failover, not acknowledged: sent again with DUP set
+        await recovered(pair.backup.port, v5, client_id, queued[acked:],
+                        lambda m: m.qos == 1 and m.dup and not m.retain)
 
 
 @VERSIONS
@@ -272,31 +278,16 @@ async def test_persistent_session_survives_kill_9_of_the_primary_process(tmp_pat
         await asyncio.to_thread(pair.start)
         queued = await prepare(pair.primary_port, v5, client_id)
 
-        holder = await Subscriber(pair.primary_port, client_id, v5=v5, manual_ack=True).connect()
+        holder = await hold(pair.primary_port, v5, client_id, queued, acked)
         try:
-            assert holder.session_present is True
-            delivered = await holder.take(len(queued))
-            assert [(m.topic, m.payload) for m in delivered] == queued
-            for message in delivered[:acked]:
-                holder.ack(message)
-            await holder.barrier()
             await asyncio.to_thread(pair.kill_primary)
         finally:
             await holder.abandon()
         await asyncio.to_thread(pair.wait_backup_active, TIMEOUT)
-
-        back = await Subscriber(pair.backup_port, client_id, v5=v5).connect()
-        try:
-            assert back.session_present is True
-            messages = await back.take(len(queued) - acked)
-            # exactly the unacknowledged ones, in order (DUP is not asserted: the delivery count
-            # of a delivery interrupted by a crash is not persisted, as in Artemis)
-            assert [(m.topic, m.payload) for m in messages] == queued[acked:]
-            assert all(m.qos == 1 and not m.retain for m in messages)
-            await back.nothing_more()
-            await after_failover(pair.backup_port, v5, back, client_id)
-        finally:
-            await back.disconnect()
+        # exactly the unacknowledged ones, in order (DUP is not asserted: the delivery count
+        # of a delivery interrupted by a crash is not persisted, as in Artemis)
+        await recovered(pair.backup_port, v5, client_id, queued[acked:],
+                        lambda m: m.qos == 1 and not m.retain)
     finally:
         await asyncio.to_thread(pair.stop)
 
