@@ -78,11 +78,17 @@ async def _send(server, numbers) -> None:
             await result.durable
 
 
-async def _commit_sends(server, numbers):
-    session = _session(server)
+def _transacted(session, numbers):
+    """A new transaction of ``session`` holding a send of each number (not committed)."""
     tx = session.begin_transaction()
     for number in numbers:
         session.send_transacted(tx, _message(number))
+    return tx
+
+
+async def _commit_sends(server, numbers):
+    session = _session(server)
+    tx = _transacted(session, numbers)
     await session.commit(tx)
     return tx
 
@@ -157,9 +163,7 @@ async def test_paged_sends_stay_invisible_until_the_commit_is_durable(tmp_path):
     session = _session(server)
     collector = Collector()
     consumer = session.create_consumer(ADDRESS, collector)
-    tx = session.begin_transaction()
-    for number in range(10, 30):
-        session.send_transacted(tx, _message(number))
+    tx = _transacted(session, range(10, 30))
     commit = asyncio.ensure_future(session.commit(tx))
     paging = _paging(server)
     await until(lambda: tx.tx_id in paging.holds)
@@ -194,9 +198,7 @@ async def test_a_commit_that_never_reaches_the_journal_leaves_no_paged_message_b
     storage.commit_tx = failing_commit
     paged_before = _paging(server).store.record_count
     session = _session(server)
-    tx = session.begin_transaction()
-    for number in range(100, 120):
-        session.send_transacted(tx, _message(number))
+    tx = _transacted(session, range(100, 120))
     with pytest.raises(StorageError):
         await session.commit(tx)
     assert tx.state is TransactionState.FAILED
@@ -319,9 +321,7 @@ async def test_a_transaction_to_a_full_address_follows_its_policy(tmp_path, poli
     server = await _server(tmp_path, policy)
     await _send(server, range(4))  # full from here on (1200 B each in memory)
     session = _session(server)
-    tx = session.begin_transaction()
-    for number in range(5, 10):
-        session.send_transacted(tx, _message(number))
+    tx = _transacted(session, range(5, 10))
     if policy == "FAIL":
         with pytest.raises(AddressFullError):
             await session.commit(tx)
@@ -341,9 +341,7 @@ async def test_a_page_limit_fails_the_commit_and_leaves_nothing_visible(tmp_path
     await _send(server, range(5))
     assert server.paging.is_paging(ADDRESS)
     session = _session(server)
-    tx = session.begin_transaction()
-    for number in range(100, 130):
-        session.send_transacted(tx, _message(number))
+    tx = _transacted(session, range(100, 130))
     with pytest.raises(AddressFullError):
         await session.commit(tx)
     paging = _paging(server)
