@@ -19,12 +19,16 @@ import argparse
 import json
 import multiprocessing
 import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-from benchlib import context_switches, free_port, queue_capability, run_broker
+from benchlib import context_switches, free_port, queue_capability, run_broker, run_server
+
+RELAY = Path(__file__).with_name("amqp_relay.py")
 
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>{persistent}</persistence-enabled>
@@ -103,7 +107,8 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
 
 
 def run_once(messages: int, size: int, producers: int, consumers: int, durable: bool,
-             buffer_timeout: int | None = None) -> dict:
+             buffer_timeout: int | None = None, *, relay: bool = False) -> dict:
+    """One run against pybroker, or with ``relay`` against amqp_relay.py (the floor)."""
     port = free_port()
     journal = ("" if buffer_timeout is None
                else f"\n  <journal-buffer-timeout>{buffer_timeout}</journal-buffer-timeout>")
@@ -111,7 +116,9 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
         config = Path(tmp) / "broker.xml"
         config.write_text(CONFIG.format(persistent="true" if durable else "false", data=tmp, port=port,
                                      journal=journal))
-        with run_broker(config, port) as broker:
+        server = (run_server([sys.executable, str(RELAY), "--port", str(port)], port) if relay
+                  else run_broker(config, port))
+        with server as broker:
             process = psutil.Process(broker.pid)
             context = multiprocessing.get_context("spawn")
             per_producer = messages // producers
@@ -151,7 +158,7 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                 worker.join(60)
             cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
             return {
-                "benchmark": "amqp_throughput",
+                "benchmark": "amqp_relay_floor" if relay else "amqp_throughput",
                 "durable": durable,
                 "messages": total,
                 "size": size,
@@ -175,6 +182,10 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--durable", action="store_true")
     parser.add_argument("--compare-durable", action="store_true", help="run non-durable then durable, print the ratio")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run the same clients against amqp_relay.py (proton's engine and "
+                        "asyncio with no broker), interleaved, and print the broker's CPU per "
+                        "message as a ratio to the relay's")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--journal-buffer-timeout", type=int, default=None, metavar="NS",
                         help="write <journal-buffer-timeout> into the broker's configuration")
@@ -191,6 +202,24 @@ def main() -> None:
                 "durable_over_non_durable": round(durable["messages_per_s"] / plain["messages_per_s"], 3),
                 "target": 0.8,
             }))
+        return
+    if args.floor:
+        ratios = []
+        for _ in range(args.repeat):
+            broker = run_once(args.messages, args.size, args.producers, args.consumers, args.durable,
+                              args.journal_buffer_timeout)
+            floor = run_once(args.messages, args.size, args.producers, args.consumers, args.durable,
+                             relay=True)
+            ratios.append(broker["broker_cpu_us_per_message"] / floor["broker_cpu_us_per_message"])
+            print(json.dumps(broker))
+            print(json.dumps(floor))
+            print(json.dumps({
+                "benchmark": "amqp_broker_over_floor",
+                "broker_cpu_us_per_message": broker["broker_cpu_us_per_message"],
+                "floor_cpu_us_per_message": floor["broker_cpu_us_per_message"],
+                "broker_over_floor": round(ratios[-1], 3),
+                "median_so_far": round(statistics.median(ratios), 3),
+            }), flush=True)
         return
     for _ in range(args.repeat):
         print(json.dumps(run_once(args.messages, args.size, args.producers, args.consumers, args.durable,

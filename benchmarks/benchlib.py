@@ -50,19 +50,25 @@ def queue_capability() -> Any:
 def run_broker(config: Path, port: int) -> Iterator[subprocess.Popen]:
     """``pybroker run --config config`` as a subprocess, until something listens on ``port``;
     stopped (SIGTERM, then SIGKILL after 60 s) on exit."""
-    broker = subprocess.Popen(
-        [sys.executable, "-m", "pybroker", "run", "--config", str(config), "--log-level", "WARNING"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    with run_server([sys.executable, "-m", "pybroker", "run", "--config", str(config),
+                     "--log-level", "WARNING"], port) as broker:
+        yield broker
+
+
+@contextlib.contextmanager
+def run_server(command: list[str], port: int) -> Iterator[subprocess.Popen]:
+    """``command`` as a subprocess, until something listens on ``port``; stopped by its PID
+    (SIGTERM, then SIGKILL after 60 s) on exit."""
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port)
-        yield broker
+        yield server
     finally:
-        broker.terminate()
+        server.terminate()
         try:
-            broker.wait(60)
+            server.wait(60)
         except subprocess.TimeoutExpired:
-            broker.kill()
+            server.kill()
 
 
 def context_switches(pid: int) -> int:
