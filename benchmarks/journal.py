@@ -17,6 +17,12 @@ futures that a thread resolves after ``pwrite`` + ``fdatasync`` of their bytes (
 no framing, no bookkeeping). It is what asyncio and the GIL allow on this machine for one
 future per record, measured in the same run; ``ratio_to_ceiling`` compares the journal to it.
 
+Every append run also reports CPU-µs per record for each thread: ``loop`` (the event loop:
+the writer tasks, framing, resolving futures), ``writer`` (pwrite + fdatasync) and ``files``
+(pre-filling new journal files with zeros; the benchmark never deletes, so no file is reused),
+and ``loop_busy``, the share of the wall time the loop thread was on a CPU. A loop that is idle
+about half the time is waiting for the group commit its writers are all in.
+
 The replay run writes ``--replay-records`` records (non-durably, then one sync), closes the
 journal, and times ``load()`` of a fresh journal object (the files are in the page cache).
 """
@@ -41,10 +47,34 @@ from pybroker.journal.perf import raw_sync_rate
 RECORD_BODY = b"r" * 1024
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, by role (Linux)."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    main = threading.main_thread().native_id
+    tick = os.sysconf("SC_CLK_TCK")
+    roles: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return roles
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task), "")
+        role = ("loop" if int(task) == main else "files" if name.endswith("-files")
+                else "writer" if name.startswith("pybroker-journal") or name == "ceiling-writer"
+                else "other")
+        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return roles
+
+
 async def _timed_writers(write_one: Callable[[], Awaitable[object]], writers: int,
-                         seconds: float) -> tuple[int, float, float]:
+                         seconds: float) -> tuple[int, float, float, dict]:
     """``writers`` tasks awaiting ``write_one()`` in a loop for ``seconds``: (records, wall
-    seconds, process CPU seconds)."""
+    seconds, process CPU seconds, per-thread figures)."""
     stop = False
 
     async def writer() -> int:
@@ -54,13 +84,25 @@ async def _timed_writers(write_one: Callable[[], Awaitable[object]], writers: in
             count += 1
         return count
 
+    threads_start = _thread_cpu()
     cpu_start = time.process_time()
     wall_start = time.perf_counter()
     tasks = [asyncio.create_task(writer()) for _ in range(writers)]
     await asyncio.sleep(seconds)
     stop = True
     counts = await asyncio.gather(*tasks)
-    return sum(counts), time.perf_counter() - wall_start, time.process_time() - cpu_start
+    wall = time.perf_counter() - wall_start
+    cpu = time.process_time() - cpu_start
+    records = sum(counts)
+    threads_end = _thread_cpu()
+    per_thread = {
+        f"{role}_cpu_us_per_record": round((used - threads_start.get(role, 0.0))
+                                           / max(1, records) * 1e6, 2)
+        for role, used in sorted(threads_end.items()) if role != "other"
+    }
+    per_thread["loop_busy"] = round((threads_end.get("loop", 0.0) - threads_start.get("loop", 0.0))
+                                    / wall, 2)
+    return records, wall, cpu, per_thread
 
 
 async def _append_run(directory: Path, writers: int, seconds: float,
@@ -80,7 +122,7 @@ async def _append_run(directory: Path, writers: int, seconds: float,
         journal.append(next_id, 1, RECORD_BODY, sync=False)
     await journal.sync()
     before = journal.statistics()
-    records, wall, cpu = await _timed_writers(write_one, writers, seconds)
+    records, wall, cpu, per_thread = await _timed_writers(write_one, writers, seconds)
     after = journal.statistics()
     await journal.close()
     fsyncs = after.fsyncs - before.fsyncs
@@ -94,6 +136,7 @@ async def _append_run(directory: Path, writers: int, seconds: float,
         "records_per_fsync": round(records / max(1, fsyncs), 1),
         "cpu_us_per_record": round(cpu / max(1, records) * 1e6, 2),
         "framed_record_bytes": round(record_size),
+        **per_thread,
     }
 
 
@@ -151,9 +194,9 @@ async def _ceiling_run(directory: Path, writers: int, seconds: float, record_byt
                 lock.notify()
         return future
 
-    thread = threading.Thread(target=write_loop, daemon=True)
+    thread = threading.Thread(target=write_loop, daemon=True, name="ceiling-writer")
     thread.start()
-    records, wall, cpu = await _timed_writers(append, writers, seconds)
+    records, wall, cpu, per_thread = await _timed_writers(append, writers, seconds)
     with lock:
         state["stop"] = True
         lock.notify()
@@ -163,6 +206,7 @@ async def _ceiling_run(directory: Path, writers: int, seconds: float, record_byt
         "ceiling_records_per_s": round(records / wall),
         "ceiling_records_per_fsync": round(records / max(1, state["syncs"]), 1),
         "ceiling_cpu_us_per_record": round(cpu / max(1, records) * 1e6, 2),
+        **{f"ceiling_{key}": value for key, value in per_thread.items()},
     }
 
 
