@@ -45,11 +45,14 @@ def test_amqp_throughput_durable_ratio():
 
 def test_journal_benchmark():
     lines = _run("journal.py", "--seconds", "0.3", "--writers", "1", "100", "--buffer-size", "65536",
-                 "--replay-records", "2000")
+                 "--precreate-mb", "30", "--replay-records", "2000")
     appends = [line for line in lines if line["benchmark"] == "journal-append"]
-    assert [line["writers"] for line in appends] == [1, 100]
+    assert [(line["writers"], line["buffer_size"], line["files_precreated"]) for line in appends] == [
+        (1, 490 * 1024, 0), (100, 65536, 3), (100, 490 * 1024, 0)]
     assert all(line["records"] > 0 and line["ratio_to_raw"] > 0 for line in appends)
-    assert appends[1]["ceiling_records_per_s"] > 0 and appends[1]["ratio_to_ceiling"] > 0
+    assert all(line["ceiling_records_per_s"] > 0 and line["ratio_to_ceiling"] > 0
+               for line in appends[1:])
+    assert all(0 < line["loop_busy"] <= 1.05 for line in appends)
     (replay,) = [line for line in lines if line["benchmark"] == "journal-replay"]
     assert replay["records"] == 2000
 
