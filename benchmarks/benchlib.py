@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +22,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
-    """Wait until something listens on 127.0.0.1:``port``."""
+def wait_port(port: int, timeout: float = 30, process: subprocess.Popen | None = None) -> None:
+    """Wait until something listens on 127.0.0.1:``port`` (and ``process``, if given, has not
+    exited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} before "
+                               f"listening on 127.0.0.1:{port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -58,17 +63,25 @@ def run_broker(config: Path, port: int) -> Iterator[subprocess.Popen]:
 @contextlib.contextmanager
 def run_server(command: list[str], port: int) -> Iterator[subprocess.Popen]:
     """``command`` as a subprocess, until something listens on ``port``; stopped by its PID
-    (SIGTERM, then SIGKILL after 60 s) on exit."""
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_port(port)
-        yield server
-    finally:
-        server.terminate()
+    (SIGTERM, then SIGKILL after 60 s) on exit. Its stderr goes to a temporary file (a pipe
+    nobody reads would stall a server that logs much), quoted when it fails to start."""
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            try:
+                wait_port(port, process=server)
+            except (RuntimeError, TimeoutError) as error:
+                log.seek(0)
+                tail = log.read()[-3000:].decode(errors="replace")
+                raise RuntimeError(f"{error}; its stderr ends with:\n{tail}") from None
+            yield server
+        finally:
+            server.terminate()
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(10)
 
 
 def context_switches(pid: int) -> int:
