@@ -210,15 +210,19 @@ def main() -> None:
                               args.journal_buffer_timeout)
             floor = run_once(args.messages, args.size, args.producers, args.consumers, args.durable,
                              relay=True)
-            ratios.append(broker["broker_cpu_us_per_message"] / floor["broker_cpu_us_per_message"])
+            # process CPU time advances in clock ticks (10 ms): a short run can read 0
+            ratio = (broker["broker_cpu_us_per_message"] / floor["broker_cpu_us_per_message"]
+                     if floor["broker_cpu_us_per_message"] > 0 else None)
+            if ratio is not None:
+                ratios.append(ratio)
             print(json.dumps(broker))
             print(json.dumps(floor))
             print(json.dumps({
                 "benchmark": "amqp_broker_over_floor",
                 "broker_cpu_us_per_message": broker["broker_cpu_us_per_message"],
                 "floor_cpu_us_per_message": floor["broker_cpu_us_per_message"],
-                "broker_over_floor": round(ratios[-1], 3),
-                "median_so_far": round(statistics.median(ratios), 3),
+                "broker_over_floor": None if ratio is None else round(ratio, 3),
+                "median_so_far": round(statistics.median(ratios), 3) if ratios else None,
             }), flush=True)
         return
     for _ in range(args.repeat):

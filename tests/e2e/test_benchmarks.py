@@ -32,8 +32,11 @@ def test_amqp_throughput_with_the_relay_floor():
     assert broker["benchmark"] == "amqp_throughput" and broker["messages"] == 300
     assert floor["benchmark"] == "amqp_relay_floor" and floor["messages"] == 300
     assert ratio["benchmark"] == "amqp_broker_over_floor"
-    assert ratio["broker_over_floor"] == pytest.approx(
-        broker["broker_cpu_us_per_message"] / floor["broker_cpu_us_per_message"], abs=0.001)
+    if floor["broker_cpu_us_per_message"] == 0:  # under one 10 ms clock tick of CPU
+        assert ratio["broker_over_floor"] is None
+    else:
+        assert ratio["broker_over_floor"] == pytest.approx(
+            broker["broker_cpu_us_per_message"] / floor["broker_cpu_us_per_message"], abs=0.001)
 
 
 def test_amqp_throughput_durable_ratio():
