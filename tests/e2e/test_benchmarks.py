@@ -55,7 +55,7 @@ def test_journal_benchmark():
     assert all(line["records"] > 0 and line["ratio_to_raw"] > 0 for line in appends)
     assert all(line["ceiling_records_per_s"] > 0 and line["ratio_to_ceiling"] > 0
                for line in appends[1:])
-    assert all(0 < line["loop_busy"] <= 1.05 for line in appends)
+    assert all(0 <= line["loop_busy"] <= 1.05 for line in appends)  # CPU time: 10 ms ticks
     (replay,) = [line for line in lines if line["benchmark"] == "journal-replay"]
     assert replay["records"] == 2000
 
