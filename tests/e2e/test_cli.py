@@ -44,8 +44,9 @@ def test_instance_run_produce_consume_and_stop(tmp_path):
     log = tmp_path / "run.log"
     process = _start(instance, log)
     try:
-        wait_for_log(str(log), "AMQ221007", process=process)
-        for code in ("AMQ221000", "AMQ221001"):
+        # AMQ221001 ("started") is the last start line, logged just after AMQ221007
+        wait_for_log(str(log), "AMQ221001", process=process)
+        for code in ("AMQ221000", "AMQ221007"):
             assert code in log.read_text()
         wait_for_port(port, process=process)
         produced = run_cli("producer", "--verbose", "--user", "admin", "--password", "admin",
