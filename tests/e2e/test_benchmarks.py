@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# one worker runs them one after another (--dist loadgroup): each starts several processes,
+# and two at once load a 2-core machine enough to disturb the timing-sensitive tests beside them
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmarks")]
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
