@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import sys
@@ -48,6 +49,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psutil
+
 from pybroker.journal import Journal, JournalOptions
 from pybroker.journal.perf import raw_sync_rate
 
@@ -55,26 +58,16 @@ RECORD_BODY = b"r" * 1024
 
 
 def _thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) of each live thread of this process, by role (Linux)."""
+    """CPU seconds (user + system) of this process's live threads, by role."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
     main = threading.main_thread().native_id
-    tick = os.sysconf("SC_CLK_TCK")
     roles: dict[str, float] = {}
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return roles
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        name = names.get(int(task), "")
-        role = ("loop" if int(task) == main else "files" if name.endswith("-files")
+    for thread in psutil.Process().threads():
+        name = names.get(thread.id, "")
+        role = ("loop" if thread.id == main else "files" if name.endswith("-files")
                 else "writer" if name.startswith("pybroker-journal") or name == "ceiling-writer"
                 else "other")
-        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        roles[role] = roles.get(role, 0.0) + thread.user_time + thread.system_time
     return roles
 
 
@@ -266,17 +259,20 @@ def main() -> None:
     parser.add_argument("--replay-records", type=int, default=300_000)
     arguments = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pybroker-journal-bench-", dir=arguments.directory))
-    file_size = JournalOptions().file_size
-    precreated = max(2, -(-(arguments.precreate_mb << 20) // file_size))
+    defaults = JournalOptions()
+    precreated = max(defaults.min_files, math.ceil((arguments.precreate_mb << 20)
+                                                   / defaults.file_size))
     try:
-        runs = [(writers, 490 * 1024, 2) for writers in arguments.writers if writers != 100]
+        # (writers, journal-buffer-size, files made before the timing: 0 = the default min-files)
+        runs = [(writers, 490 * 1024, 0) for writers in arguments.writers if writers != 100]
         if 100 in arguments.writers:
             runs += [(100, size, precreated) for size in arguments.buffer_size]
-            runs.append((100, 490 * 1024, 2))
-        for writers, buffer_size, min_files in runs:
+            runs.append((100, 490 * 1024, 0))
+        for writers, buffer_size, files_precreated in runs:
             options = JournalOptions(buffer_timeout_ns=arguments.buffer_timeout_ns,
-                                     buffer_size=buffer_size, min_files=min_files)
-            directory = base / f"append-{writers}-{buffer_size}-{min_files}"
+                                     buffer_size=buffer_size,
+                                     min_files=files_precreated or defaults.min_files)
+            directory = base / f"append-{writers}-{buffer_size}-{files_precreated}"
             result = asyncio.run(_append_run(directory, writers, arguments.seconds, options))
             batch_bytes = max(1, round(result["records_per_fsync"] * result["framed_record_bytes"]))
             raw = raw_sync_rate(base, block_size=batch_bytes, writes=400, tries=3)
@@ -293,7 +289,7 @@ def main() -> None:
                 "record_bytes": len(RECORD_BODY),
                 "buffer_timeout_ns": options.buffer_timeout_ns,
                 "buffer_size": options.buffer_size,
-                "files_precreated": min_files if min_files > 2 else 0,
+                "files_precreated": files_precreated,
                 **result,
                 "raw_batch_bytes": batch_bytes,
                 "raw_fdatasyncs_per_s": round(raw.writes_per_second),
