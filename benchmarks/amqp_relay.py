@@ -70,11 +70,15 @@ _pack_tag = struct.Struct(">Q").pack_into
 _next_tag = itertools.count(1).__next__  # unique on every link
 
 
-class Relay(asyncio.Protocol):
-    consumers: dict[str, list] = {}  # address -> [sender link pointers], every connection
-    backlog: dict[str, collections.deque] = {}  # address -> payloads waiting for credit
-    turn: dict[str, int] = {}
+# shared by every connection
+CONSUMERS: dict[str, list] = {}  # address -> its consumers' sender link pointers
+BACKLOG: dict[str, collections.deque] = {}  # address -> payloads waiting for credit
+TURN: dict[str, int] = {}  # address -> round-robin position
+RELAYS: dict = {}  # consumer link pointer -> the Relay (connection) that owns it
+DIRTY: set = set()  # connections with relayed output to write
 
+
+class Relay(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.socket = transport
         self.proton = Transport(Transport.SERVER)
@@ -106,9 +110,10 @@ class Relay(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         for pointer, (_, address, is_receiver) in self.links.items():
-            if not is_receiver and pointer in self.consumers.get(address, ()):
-                self.consumers[address].remove(pointer)
+            if not is_receiver:
+                _drop_consumer(pointer, address)
         self.links.clear()
+        DIRTY.discard(self)
 
     def flush(self) -> None:
         pending = pn_transport_pending(self.t)
@@ -156,20 +161,20 @@ class Relay(asyncio.Protocol):
         if left <= CREDIT // 2:
             pn_link_flow(pointer, CREDIT - left)
             self.credit_left[pointer] = CREDIT
-        backlog = self.backlog.get(address)
+        backlog = BACKLOG.get(address)
         if backlog or not self.send(address, payload):
-            self.backlog.setdefault(address, collections.deque()).append(payload)
+            BACKLOG.setdefault(address, collections.deque()).append(payload)
 
     def send(self, address: str, payload: bytes) -> bool:
-        consumers = self.consumers.get(address)
+        consumers = CONSUMERS.get(address)
         if not consumers:
             return False
         count = len(consumers)
-        start = self.turn.get(address, 0)
+        start = TURN.get(address, 0)
         for step in range(count):
             sender = consumers[(start + step) % count]
             if pn_link_credit(sender) > 0:
-                self.turn[address] = start + step + 1
+                TURN[address] = start + step + 1
                 _pack_tag(_TAG_BUFFER, 0, _next_tag())
                 lib.pn_delivery(sender, _TAG)
                 lib.pn_link_send(sender, payload, len(payload))
@@ -181,7 +186,7 @@ class Relay(asyncio.Protocol):
         return False
 
     def drain(self, address: str) -> None:
-        backlog = self.backlog.get(address)
+        backlog = BACKLOG.get(address)
         while backlog and self.send(address, backlog[0]):
             backlog.popleft()
 
@@ -202,14 +207,13 @@ class Relay(asyncio.Protocol):
                 link.flow(CREDIT)
                 self.credit_left[link._impl] = CREDIT
             else:
-                self.consumers.setdefault(address, []).append(link._impl)
+                CONSUMERS.setdefault(address, []).append(link._impl)
                 RELAYS[link._impl] = self
         elif kind in (PN_LINK_REMOTE_CLOSE, PN_LINK_REMOTE_DETACH):
             link = Link.wrap(pn_event_link(event))
             entry = self.links.pop(link._impl, None)
             if entry is not None and not entry[2]:
-                self.consumers[entry[1]].remove(link._impl)
-                RELAYS.pop(link._impl, None)
+                _drop_consumer(link._impl, entry[1])
             link.close()
         elif kind == PN_SESSION_REMOTE_CLOSE:
             Session.wrap(lib.pn_event_session(event)).close()
@@ -217,8 +221,11 @@ class Relay(asyncio.Protocol):
             self.connection.close()
 
 
-RELAYS: dict = {}  # consumer link pointer -> the Relay (connection) that owns it
-DIRTY: set = set()  # connections with relayed output to write
+def _drop_consumer(pointer, address: str) -> None:
+    consumers = CONSUMERS.get(address, [])
+    if pointer in consumers:
+        consumers.remove(pointer)
+    RELAYS.pop(pointer, None)
 
 
 async def serve(port: int) -> None:
