@@ -41,6 +41,15 @@ def test_amqp_throughput_with_the_relay_floor():
             broker["broker_cpu_us_per_message"] / floor["broker_cpu_us_per_message"], abs=0.001)
 
 
+@pytest.mark.parametrize("clients", ["engine", "container"])
+def test_amqp_throughput_clients_share_the_messages(clients):
+    # two producers, three consumers: each consumer takes its share and gives back the rest
+    (line,) = _run("amqp_throughput.py", "--messages", "600", "--producers", "2", "--consumers", "3",
+                   "--clients", clients)
+    assert (line["clients"], line["messages"], line["producers"], line["consumers"]) == (clients, 600, 2, 3)
+    assert line["messages_per_s"] > 0
+
+
 def test_amqp_throughput_durable_ratio():
     plain, durable, ratio = _run("amqp_throughput.py", "--messages", "300", "--compare-durable")
     assert (plain["durable"], durable["durable"]) == (False, True)
