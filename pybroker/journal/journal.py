@@ -13,7 +13,8 @@ when it is framed.
 *One writer thread* takes batches in order. For each it calls ``fence`` (if given), writes the
 batch's chunks with ``pwrite``, fdatasyncs every file written since the last sync when the
 batch holds a durable record (or an explicit ``sync()``), and resolves the batch's futures
-with one ``call_soon_threadsafe``. Whatever arrives while a batch is being written or synced
+with one ``call_soon_threadsafe``. The records of a batch share its futures: one for those
+that wait for the write, one for those that wait for the fdatasync. Whatever arrives while a batch is being written or synced
 goes into the next batch: that is the group commit. ``buffer_timeout_ns`` is Artemis's
 timed-buffer spacing: a batch waits at most that long after the previous flush started to
 gather more (0 = write at once); ``buffer_size`` caps a batch. One difference from Artemis's
@@ -615,7 +616,7 @@ class _Batch:
     """Records framed on the loop thread, waiting for the writer (guarded by the journal lock)."""
 
     __slots__ = ("actions", "chunks", "needs_sync", "records", "size", "stop", "sync_futures",
-                 "tail", "urgent", "write_futures")
+                 "sync_group", "tail", "urgent", "write_futures", "write_group")
 
     def __init__(self) -> None:
         self.chunks: list[list] = []  # [file_id, offset, bytearray]
@@ -624,10 +625,24 @@ class _Batch:
         self.records = 0
         self.write_futures: list[asyncio.Future[None]] = []  # resolve after the write
         self.sync_futures: list[asyncio.Future[None]] = []  # resolve after the fdatasync
+        # the one future every record of this batch that waits for the write (the fdatasync)
+        # gets: they all complete together, so one future per group commit serves them all
+        self.write_group: _GroupCommit | None = None
+        self.sync_group: _GroupCommit | None = None
         self.needs_sync = False
         self.actions: list[Callable[[], None]] = []  # writer-thread work after the sync
         self.urgent = False  # do not wait for buffer_timeout
         self.stop = False  # the writer exits after this batch
+
+
+class _GroupCommit(asyncio.Future):
+    """The future of the records of one batch (a group commit), shared by all of them. A
+    waiter that gives up cannot call the write off for the others: ``cancel`` does nothing
+    (a task cancelled while awaiting it is cancelled once the batch completes, as with
+    ``asyncio.shield``)."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
@@ -727,7 +742,7 @@ class Journal:
         self._sync_tx = options.datasync and options.sync_transactional
         self._pack = msgpack.Packer(autoreset=True, use_bin_type=True).pack
         self._pack_header = framing.pack_frame_header
-        self._new_future = functools.partial(asyncio.Future, loop=loop)
+        self._new_future = functools.partial(_GroupCommit, loop=loop)
 
         # loop-thread state: where the next record goes
         self._tracker = _Tracker()
@@ -910,8 +925,10 @@ class Journal:
                sync: bool) -> asyncio.Future[None]:
         """Add record ``record_id``. The future resolves once written (synced if ``sync``).
 
-        Callable from the event loop without awaiting; futures resolve in append order.
-        Adding an id that is live (or being added by an open transaction) is an error.
+        Callable from the event loop without awaiting; futures resolve in append order. The
+        records of one group commit share one future, which cannot be cancelled (a waiter
+        that gives up does not call the write off for the others). Adding an id that is live
+        (or being added by an open transaction) is an error.
         """
         # The hottest path of the broker: the same steps as _write, inlined.
         if not self._usable:
@@ -934,7 +951,6 @@ class Journal:
         if offset + size > self._file_size:
             return self._append_slow(record_id, user_type, body, sync)
         header = self._pack_header(length, crc32c(packed))
-        future = self._new_future()
         with self._lock:
             if self._failure is not None:
                 raise self._failure.with_traceback(None)  # do not grow one traceback forever
@@ -952,13 +968,17 @@ class Journal:
             data += packed
             batch.size += size
             batch.records += 1
-            if sync and self._sync_non_tx:
+            if (sync and self._sync_non_tx) or batch.needs_sync:
                 batch.needs_sync = True
-                batch.sync_futures.append(future)
-            elif batch.needs_sync:
-                batch.sync_futures.append(future)
+                future = batch.sync_group
+                if future is None:
+                    future = batch.sync_group = self._new_future()
+                    batch.sync_futures.append(future)
             else:
-                batch.write_futures.append(future)
+                future = batch.write_group
+                if future is None:
+                    future = batch.write_group = self._new_future()
+                    batch.write_futures.append(future)
             if self._writer_idle:
                 self._writer_idle = False
                 if self._w_last_records <= _FEW_RECORDS:  # few writers: do not wait
@@ -1196,7 +1216,6 @@ class Journal:
                 length = len(body)
                 size = length + FRAME_HEADER_SIZE
         header = self._pack_header(length, crc32c(body))
-        future = self._new_future()
         with self._lock:
             if self._failure is not None:
                 raise self._failure.with_traceback(None)  # do not grow one traceback forever
@@ -1214,13 +1233,17 @@ class Journal:
             data += body
             batch.size += size
             batch.records += 1
-            if durable:
+            if durable or batch.needs_sync:
                 batch.needs_sync = True
-                batch.sync_futures.append(future)
-            elif batch.needs_sync:
-                batch.sync_futures.append(future)
+                future = batch.sync_group
+                if future is None:
+                    future = batch.sync_group = self._new_future()
+                    batch.sync_futures.append(future)
             else:
-                batch.write_futures.append(future)
+                future = batch.write_group
+                if future is None:
+                    future = batch.write_group = self._new_future()
+                    batch.write_futures.append(future)
             if self._writer_idle:
                 self._writer_idle = False
                 if self._w_last_records <= _FEW_RECORDS:  # few writers: do not wait

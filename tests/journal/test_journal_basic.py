@@ -213,6 +213,42 @@ async def test_futures_resolve_in_append_order(store):
     await journal.close()
 
 
+async def test_a_group_commit_shares_one_future_that_a_waiter_cannot_cancel(store):
+    gated = GatedFiles(store.files)
+    journal = await Journal.open(store.directory, options(), gated)
+    await bounded(journal.load())
+    await bounded(journal.sync())
+    await until(lambda: journal._writer_idle)
+    gated.gate.clear()
+    gated.entered.clear()
+    first = journal.append(1, 1, b"a", sync=True)  # the idle writer takes it at once
+    await wait_thread_event(gated.entered)
+    # these gather in the next batch while the first is held at the gate
+    written = [journal.append(2, 1, b"b", sync=False), journal.append(3, 1, b"c", sync=False)]
+    synced = [journal.append(4, 1, b"d", sync=True), journal.delete(2, sync=False),
+              journal.append(5, 1, b"e", sync=True)]
+    assert written[0] is written[1] and synced[0] is synced[1] is synced[2]
+    assert written[0] is not synced[0] and first is not synced[0]
+    async def wait() -> None:
+        await synced[0]
+
+    waiter = asyncio.create_task(wait())
+    await asyncio.sleep(0)
+    waiter.cancel()  # one waiter gives up: the records of the others are still written
+    assert not synced[0].cancel()
+    await asyncio.sleep(0.05)
+    assert not waiter.done() and not synced[0].cancelled()
+    gated.gate.set()
+    await bounded(asyncio.gather(first, *written, *synced))
+    await until(waiter.done)
+    assert waiter.cancelled()  # its cancellation takes effect once the batch completed
+    await journal.close()
+    journal, result = await store.open_loaded()
+    assert [(info.id, info.body) for info in result.records] == [
+        (1, b"a"), (3, b"c"), (4, b"d"), (5, b"e")]
+    await journal.close()
+
+
 async def test_sync_false_resolves_without_fsync_and_sync_does_fsync(store):
     journal, _ = await store.open_loaded()
     await bounded(journal.append(100, 1, b"claims the first file", sync=True))
