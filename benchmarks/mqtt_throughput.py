@@ -1,6 +1,8 @@
-"""MQTT throughput: pybroker against the pure-Python amqtt broker, side by side, same clients.
+"""MQTT throughput: pybroker against the pure-Python amqtt broker and the C mosquitto broker, side
+by side, same clients.
 
-    python benchmarks/mqtt_throughput.py                   # 20000 messages per run
+    python benchmarks/mqtt_throughput.py                   # 20000 messages per run, all three
+    python benchmarks/mqtt_throughput.py --brokers pybroker,mosquitto
     python benchmarks/mqtt_throughput.py --messages 50000 --brokers pybroker
     python benchmarks/mqtt_throughput.py --brokers pybroker --qos 1 --profile /tmp/broker.prof
 
@@ -13,7 +15,12 @@ process's CPU-µs per message (user + system time, psutil), plus what the broker
 pybroker runs as ``python -m pybroker run --config <temp>/etc/broker.xml``: the built-in default
 configuration (persistence enabled, as ``pybroker run`` has it) on a free port, data in a temp
 directory. amqtt is installed with pip into a temporary virtual environment for the run (it is not
-a project dependency); when that is impossible the JSON says why.
+a project dependency); when that is impossible the JSON says why. mosquitto is the installed binary
+(``mosquitto`` on the PATH or /usr/sbin/mosquitto, e.g. Debian's package) with a temporary
+configuration: 127.0.0.1 only, anonymous, no persistence, logging to stderr, no limit on queued
+messages (its default of 1000 would drop QoS 0 messages queued for a subscriber that falls behind)
+and ``max_inflight_messages`` equal to ``--in-flight`` (its default of 20 unacknowledged QoS 1
+messages towards the subscriber would throttle it). When it is not installed the JSON says so.
 """
 
 from __future__ import annotations
@@ -32,16 +39,11 @@ import time
 from pathlib import Path
 
 import psutil
+from benchlib import free_port, run_server
 
 TOPIC = "bench/throughput"
 PAYLOAD = b"x" * 1024
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -229,12 +231,49 @@ def amqtt_process(work: Path, executable: Path):  # type: ignore[no-untyped-def]
         log.close()
 
 
+MOSQUITTO_CONFIG = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+sys_interval 0
+max_queued_messages 0
+max_inflight_messages {in_flight}
+"""
+
+
+def find_mosquitto() -> tuple[str | None, str]:
+    """The mosquitto executable and its version, or (None, why not)."""
+    executable = shutil.which("mosquitto")
+    if executable is None and os.access("/usr/sbin/mosquitto", os.X_OK):
+        executable = "/usr/sbin/mosquitto"
+    if executable is None:
+        return None, "mosquitto is not installed (not on the PATH, no /usr/sbin/mosquitto)"
+    try:  # "mosquitto version 2.0.11" heads the help text (which exits with 3)
+        output = subprocess.run([executable, "-h"], capture_output=True, text=True, timeout=30).stdout
+    except (subprocess.TimeoutExpired, OSError) as error:
+        return None, f"mosquitto could not be run: {error}"
+    words = output.split("\n", 1)[0].split()
+    return executable, words[-1] if words[:2] == ["mosquitto", "version"] else "unknown"
+
+
+@contextlib.contextmanager
+def mosquitto_process(work: Path, executable: str, in_flight: int):  # type: ignore[no-untyped-def]
+    port = free_port()
+    config = work / "mosquitto.conf"
+    config.write_text(MOSQUITTO_CONFIG.format(port=port, in_flight=in_flight))
+    with run_server([executable, "-c", str(config)], port) as process:
+        yield port, process.pid, {"persistence_enabled": False}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--in-flight", type=int, default=500, help="publisher's QoS 1 window")
+    parser.add_argument("--in-flight", type=int, default=500,
+                        help="publisher's QoS 1 window (and mosquitto's max_inflight_messages)")
     parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--brokers", default="pybroker,amqtt")
+    parser.add_argument("--brokers", default="pybroker,amqtt,mosquitto",
+                        help="comma-separated, of pybroker, amqtt, mosquitto")
     parser.add_argument("--qos", default="1,0")
     parser.add_argument("--profile", metavar="PATH", help="run pybroker under cProfile, stats to PATH")
     arguments = parser.parse_args()
@@ -255,6 +294,15 @@ def main() -> None:
                     continue
                 manager = amqtt_process(work, executable)
                 info = {"amqtt_version": version}
+            elif name == "mosquitto":
+                executable, version = find_mosquitto()
+                if executable is None:
+                    for qos in levels:
+                        print(json.dumps({"benchmark": "mqtt_throughput", "broker": "mosquitto",
+                                          "qos": qos, "error": version}), flush=True)
+                    continue
+                manager = mosquitto_process(work, executable, arguments.in_flight)
+                info = {"mosquitto_version": version}
             else:
                 raise SystemExit(f"unknown broker {name!r}")
             with manager as (port, pid, details):

@@ -5,6 +5,8 @@ checked is that every run moved every message and reports the fields the notes q
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,5 +90,15 @@ def test_failover_benchmark():
 
 
 def test_mqtt_throughput_benchmark():
-    lines = _run("mqtt_throughput.py", "--brokers", "pybroker", "--messages", "500")
-    assert sorted((line["broker"], line["qos"]) for line in lines) == [("pybroker", 0), ("pybroker", 1)]
+    # mosquitto beside pybroker when it is installed (a line per QoS saying why not when it is not)
+    lines = _run("mqtt_throughput.py", "--brokers", "pybroker,mosquitto", "--messages", "500",
+                 "--timeout", "60")
+    assert sorted((line["broker"], line["qos"]) for line in lines) == [
+        ("mosquitto", 0), ("mosquitto", 1), ("pybroker", 0), ("pybroker", 1)]
+    assert all(line["messages"] == 500 for line in lines if line["broker"] == "pybroker"), lines
+    mosquitto = [line for line in lines if line["broker"] == "mosquitto"]
+    if shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK):
+        assert all(line["messages"] == 500 and line["messages_per_s"] > 0 and line["mosquitto_version"]
+                   for line in mosquitto), mosquitto
+    else:
+        assert all("not installed" in line["error"] for line in mosquitto), mosquitto
