@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import psutil
-from benchlib import context_switches, free_port, queue_capability, run_broker, run_server
+from benchlib import context_switches, free_port, queue_capability, run_broker, run_server, wait_all
 
 RELAY = Path(__file__).with_name("amqp_relay.py")
 CREDIT = 1000  # the consumers' credit window, topped up at half
@@ -307,19 +307,6 @@ def consumer(port: int, address: str, count: int, ready, done) -> None:
     Container(Receive()).run()
 
 
-def _wait_all(events: list, workers: list, timeout: float, what: str) -> None:
-    """Wait for every event; fail at once when a client process died (its traceback is on
-    stderr) rather than after the whole timeout."""
-    deadline = time.monotonic() + timeout
-    for event in events:
-        while not event.wait(0.2):
-            failed = [worker.exitcode for worker in workers if worker.exitcode not in (None, 0)]
-            if failed:
-                raise RuntimeError(f"{what}: a client process exited with code {failed[0]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} in {timeout} s")
-
-
 CLIENTS = {"engine": (engine_producer, engine_consumer), "container": (producer, consumer)}
 
 
@@ -359,12 +346,12 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                 workers.append(context.Process(target=produce, args=(port, "bench", per_producer, size, durable, ready, go)))
             for worker in workers:
                 worker.start()
-            _wait_all(readies, workers, 60, "a client did not attach")
+            wait_all(readies, workers, 60, "a client did not attach")
             cpu_before = process.cpu_times()
             switches_before = context_switches(process.pid)
             start = time.perf_counter()
             go.set()
-            _wait_all(consumers_done, workers, 600, "consumers did not receive every message")
+            wait_all(consumers_done, workers, 600, "consumers did not receive every message")
             elapsed = time.perf_counter() - start
             cpu_after = process.cpu_times()
             switches = context_switches(process.pid) - switches_before

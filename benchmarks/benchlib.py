@@ -61,19 +61,26 @@ def run_broker(config: Path, port: int) -> Iterator[subprocess.Popen]:
 
 
 @contextlib.contextmanager
-def run_server(command: list[str], port: int) -> Iterator[subprocess.Popen]:
-    """``command`` as a subprocess, until something listens on ``port``; stopped by its PID
-    (SIGTERM, then SIGKILL after 60 s) on exit. Its stderr goes to a temporary file (a pipe
-    nobody reads would stall a server that logs much), quoted when it fails to start."""
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+def run_server(command: list[str], port: int, *, timeout: float = 30,
+               log: Path | None = None) -> Iterator[subprocess.Popen]:
+    """``command`` as a subprocess, until something listens on ``port`` (at most ``timeout``
+    s); stopped by its PID (SIGTERM, then SIGKILL after 60 s) on exit. Its stderr goes to a
+    temporary file (a pipe nobody reads would stall a server that logs much), or its stdout
+    and stderr to ``log`` when given; the end of it is quoted when it fails to start."""
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            output = stack.enter_context(tempfile.TemporaryFile())
+            server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=output)
+        else:
+            output = stack.enter_context(open(log, "w+b"))
+            server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         try:
             try:
-                wait_port(port, process=server)
+                wait_port(port, timeout, process=server)
             except (RuntimeError, TimeoutError) as error:
-                log.seek(0)
-                tail = log.read()[-3000:].decode(errors="replace")
-                raise RuntimeError(f"{error}; its stderr ends with:\n{tail}") from None
+                output.seek(0)
+                tail = output.read()[-3000:].decode(errors="replace")
+                raise RuntimeError(f"{error}; its output ends with:\n{tail}") from None
             yield server
         finally:
             server.terminate()
@@ -82,6 +89,19 @@ def run_server(command: list[str], port: int) -> Iterator[subprocess.Popen]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(10)
+
+
+def wait_all(events: list, workers: list, timeout: float, what: str) -> None:
+    """Wait for every ``multiprocessing`` event; fail at once when one of the client processes
+    ``workers`` died (its traceback is on stderr) rather than after the whole timeout."""
+    deadline = time.monotonic() + timeout
+    for event in events:
+        while not event.wait(0.2):
+            failed = [worker.exitcode for worker in workers if worker.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"{what}: a client process exited with code {failed[0]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} in {timeout} s")
 
 
 def context_switches(pid: int) -> int:
