@@ -40,10 +40,11 @@ headers) and ``producer_cpu_share`` / ``consumer_cpu_share`` (the busiest client
 time over the timed seconds: near 1.0 it, not the broker, set the pace).
 
 ActiveMQ Classic is the Debian package ``activemq`` (``/usr/share/activemq``, or
-``$ACTIVEMQ_HOME``), run as ``java -jar bin/activemq.jar start xbean:file:...``; when java or the
-jar is missing, one JSON line says it was skipped and why, and pybroker runs alone (the project
-never needs a JVM). The JVM starts cold in each run: ``--warmup`` lets the same clients move
-that many untimed messages through each broker first.
+``$ACTIVEMQ_HOME``), run as ``java -jar bin/activemq.jar start xbean:file:...`` by
+activemq_classic.py (shared with mqtt_throughput.py); when java or the jar is missing, one JSON
+line says it was skipped and why, and pybroker runs alone (the project never needs a JVM). The
+JVM starts cold in each run: ``--warmup`` lets the same clients move that many untimed messages
+through each broker first.
 """
 
 from __future__ import annotations
@@ -53,17 +54,16 @@ import contextlib
 import json
 import multiprocessing
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-from benchlib import free_port, run_broker, run_server, wait_all
+from activemq_classic import activemq_classic, find_activemq_classic
+from benchlib import free_port, run_broker, wait_all
 
 DESTINATION = "/queue/bench"
 RECEIPT_EVERY = 100  # a producer asks for a receipt on every 100th SEND ...
@@ -72,9 +72,6 @@ PREFETCH = 1000  # messages a consumer may hold unacknowledged
 FRAME_OVERHEAD = 256  # bytes of a MESSAGE frame beyond its body (pybroker's are ~230)
 
 PEERS = ("activemq-classic",)
-ACTIVEMQ_HOME = Path(os.environ.get("ACTIVEMQ_HOME", "/usr/share/activemq"))
-ACTIVEMQ_LOG4J = Path("/etc/activemq/instances-available/main/log4j2.properties")
-
 CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <persistence-enabled>{persistent}</persistence-enabled>
   <security-enabled>false</security-enabled>
@@ -85,36 +82,6 @@ CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
   <acceptors><acceptor name="stomp">tcp://127.0.0.1:{port}?protocols=STOMP;anycastPrefix=/queue/;multicastPrefix=/topic/</acceptor></acceptors>
 </core></configuration>
 """
-
-ACTIVEMQ_CONFIG = """<beans xmlns="http://www.springframework.org/schema/beans"
-  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
-  http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
-  <broker xmlns="http://activemq.apache.org/schema/core" useJmx="false" brokerName="bench"
-          persistent="{persistent}" dataDirectory="{data}">
-    <transportConnectors>
-      <transportConnector name="stomp" uri="stomp://127.0.0.1:{port}"/>
-    </transportConnectors>
-  </broker>
-</beans>
-"""
-
-# log4j 2 (upstream ActiveMQ 5.17) reads conf/log4j2.properties: Debian's instance template, or
-# this when it is missing; Debian's build logs through slf4j-log4j12 to log4j 1.2, which reads
-# LOG4J1 (-Dlog4j.configuration). Warnings only, to the console (captured in console.log).
-MINIMAL_LOG4J2 = """rootLogger.level=WARN
-rootLogger.appenderRef.console.ref=Console
-appender.console.type=Console
-appender.console.name=Console
-appender.console.layout.type=PatternLayout
-appender.console.layout.pattern=%5p | %m%n
-"""
-LOG4J1 = """log4j.rootLogger=WARN, console
-log4j.appender.console=org.apache.log4j.ConsoleAppender
-log4j.appender.console.layout=org.apache.log4j.PatternLayout
-log4j.appender.console.layout.ConversionPattern=%5p | %m%n
-"""
-
 
 # --- the clients (each in its own process) -----------------------------------------------------
 
@@ -383,24 +350,6 @@ def move(port: int, pid: int, messages: int, size: int, producers: int, consumer
 # --- the brokers -------------------------------------------------------------------------------
 
 
-def find_activemq_classic() -> tuple[str | None, str]:
-    """(java, ActiveMQ Classic's version), or (None, why it cannot run)."""
-    java = shutil.which("java")
-    if java is None:
-        return None, "java is not on the PATH"
-    jar = ACTIVEMQ_HOME / "bin" / "activemq.jar"
-    if not jar.is_file():
-        return None, f"{jar} is missing (Debian package activemq, or set ACTIVEMQ_HOME)"
-    version = "unknown"
-    with contextlib.suppress(OSError, KeyError, zipfile.BadZipFile):
-        with zipfile.ZipFile(ACTIVEMQ_HOME / "lib" / "activemq-broker.jar") as archive:
-            manifest = archive.read("META-INF/MANIFEST.MF").decode(errors="replace")
-        for line in manifest.splitlines():
-            if line.startswith("Implementation-Version:"):
-                version = line.split(":", 1)[1].strip()
-    return java, version
-
-
 @contextlib.contextmanager
 def pybroker(tmp: Path, port: int, durable: bool) -> Iterator[subprocess.Popen]:
     config = tmp / "broker.xml"
@@ -409,34 +358,14 @@ def pybroker(tmp: Path, port: int, durable: bool) -> Iterator[subprocess.Popen]:
         yield broker
 
 
-@contextlib.contextmanager
-def activemq_classic(tmp: Path, port: int, durable: bool, java: str) -> Iterator[subprocess.Popen]:
-    conf, data = tmp / "conf", tmp / "data"
-    conf.mkdir()
-    data.mkdir()
-    (conf / "activemq.xml").write_text(ACTIVEMQ_CONFIG.format(
-        persistent="true" if durable else "false", data=data, port=port))
-    if ACTIVEMQ_LOG4J.is_file():
-        shutil.copy(ACTIVEMQ_LOG4J, conf / "log4j2.properties")
-    else:
-        (conf / "log4j2.properties").write_text(MINIMAL_LOG4J2)
-    (conf / "log4j.properties").write_text(LOG4J1)
-    command = [java, "-Xmx512M", f"-Dactivemq.home={ACTIVEMQ_HOME}", f"-Dactivemq.base={tmp}",
-               f"-Dactivemq.conf={conf}", f"-Dactivemq.data={data}",
-               f"-Dlog4j.configuration=file:{conf / 'log4j.properties'}",
-               "-jar", str(ACTIVEMQ_HOME / "bin" / "activemq.jar"), "start",
-               f"xbean:file:{conf / 'activemq.xml'}"]
-    with run_server(command, port, timeout=60, log=tmp / "console.log") as server:
-        yield server
-
-
 def run_once(broker: str, args: argparse.Namespace, java: str | None) -> dict:
     """One run against a fresh ``broker`` process."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="stomp-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
         started = time.perf_counter()
         server = (pybroker(Path(tmp), port, args.durable) if broker == "pybroker"
-                  else activemq_classic(Path(tmp), port, args.durable, java or "java"))
+                  else activemq_classic(Path(tmp), port, java or "java", scheme="stomp",
+                                        persistent=args.durable))
         with server as process:
             startup = time.perf_counter() - started
             if args.warmup:

@@ -18,6 +18,13 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmarks")]
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+ACTIVEMQ_HOME = Path(os.environ.get("ACTIVEMQ_HOME", "/usr/share/activemq"))
+# ActiveMQ Classic's mqtt:// connector also needs FuseSource's mqtt-client jar (Debian's package
+# activemq lacks it; libmqtt-client-java has it), as benchmarks/activemq_classic.py looks for it
+MQTT_CLIENT_JAR = Path(os.environ.get("ACTIVEMQ_MQTT_CLIENT_JAR", "/usr/share/java/mqtt-client.jar"))
+ACTIVEMQ_CLASSIC_MQTT = (
+    shutil.which("java") is not None and (ACTIVEMQ_HOME / "bin" / "activemq.jar").is_file()
+    and (MQTT_CLIENT_JAR.is_file() or any((ACTIVEMQ_HOME / "lib").rglob("mqtt-client*.jar"))))
 
 
 def _run(script: str, *arguments: str, timeout: float = 240) -> list[dict]:
@@ -90,15 +97,24 @@ def test_failover_benchmark():
 
 
 def test_mqtt_throughput_benchmark():
-    # mosquitto beside pybroker when it is installed (a line per QoS saying why not when it is not)
-    lines = _run("mqtt_throughput.py", "--brokers", "pybroker,mosquitto", "--messages", "500",
-                 "--timeout", "60")
+    # mosquitto and ActiveMQ Classic beside pybroker when they are installed (a line per QoS
+    # saying why not when one is not)
+    lines = _run("mqtt_throughput.py", "--brokers", "pybroker,mosquitto,activemq-classic",
+                 "--messages", "500", "--timeout", "60")
     assert sorted((line["broker"], line["qos"]) for line in lines) == [
-        ("mosquitto", 0), ("mosquitto", 1), ("pybroker", 0), ("pybroker", 1)]
-    assert all(line["messages"] == 500 for line in lines if line["broker"] == "pybroker"), lines
+        ("activemq-classic", 0), ("activemq-classic", 1), ("mosquitto", 0), ("mosquitto", 1),
+        ("pybroker", 0), ("pybroker", 1)]
+    assert all(line.get("messages") == 500 for line in lines if line["broker"] == "pybroker"), lines
     mosquitto = [line for line in lines if line["broker"] == "mosquitto"]
     if shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK):
-        assert all(line["messages"] == 500 and line["messages_per_s"] > 0 and line["mosquitto_version"]
+        assert all(line.get("messages") == 500 and line["messages_per_s"] > 0 and line["mosquitto_version"]
                    for line in mosquitto), mosquitto
     else:
         assert all("not installed" in line["error"] for line in mosquitto), mosquitto
+    activemq = [line for line in lines if line["broker"] == "activemq-classic"]
+    if ACTIVEMQ_CLASSIC_MQTT:
+        assert all(line.get("messages") == 500 and line["messages_per_s"] > 0
+                   and line["activemq_classic_version"] and line["persistence_enabled"] is False
+                   for line in activemq), activemq
+    else:
+        assert all(line["error"] and "messages" not in line for line in activemq), activemq
