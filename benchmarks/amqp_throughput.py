@@ -39,22 +39,39 @@ import time
 from pathlib import Path
 
 import psutil
-from benchlib import context_switches, free_port, queue_capability, run_broker, run_server, wait_all
+from benchlib import (
+    context_switches,
+    free_port,
+    queue_capability,
+    run_broker,
+    run_server,
+    wait_all,
+    write_broker_xml,
+)
+from cproton import (
+    PN_ACCEPTED,
+    PN_DELIVERY,
+    PN_RELEASED,
+    pn_collector_peek,
+    pn_collector_pop,
+    pn_delivery_partial,
+    pn_delivery_pending,
+    pn_delivery_readable,
+    pn_delivery_remote_state,
+    pn_delivery_settle,
+    pn_delivery_update,
+    pn_event_delivery,
+    pn_event_type,
+    pn_link_advance,
+    pn_link_credit,
+    pn_link_current,
+    pn_link_flow,
+)
+from cproton_ffi import ffi, lib
+from proton import Message
 
 RELAY = Path(__file__).with_name("amqp_relay.py")
 CREDIT = 1000  # the consumers' credit window, topped up at half
-
-CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
-  <persistence-enabled>{persistent}</persistence-enabled>
-  <security-enabled>false</security-enabled>
-  <journal-directory>{data}/journal</journal-directory>
-  <bindings-directory>{data}/bindings</bindings-directory>
-  <paging-directory>{data}/paging</paging-directory>
-  <large-messages-directory>{data}/large</large-messages-directory>{journal}
-  <acceptors><acceptor name="artemis">tcp://127.0.0.1:{port}?protocols=AMQP</acceptor></acceptors>
-</core></configuration>
-"""
-
 
 class _Engine:
     """A client connection on proton's engine over a plain socket: the benchmark's lean client.
@@ -138,21 +155,6 @@ class _Engine:
 
 
 def engine_producer(port: int, address: str, count: int, size: int, durable: bool, ready, go) -> None:
-    from cproton import (
-        PN_ACCEPTED,
-        PN_DELIVERY,
-        pn_collector_peek,
-        pn_collector_pop,
-        pn_delivery_remote_state,
-        pn_delivery_settle,
-        pn_event_delivery,
-        pn_event_type,
-        pn_link_advance,
-        pn_link_credit,
-    )
-    from cproton_ffi import ffi, lib
-    from proton import Message
-
     client = _Engine(port, "bench-producer", events=True)
     sender = client.terminus(client.session.sender("bench-producer"), address)
     client.wait_open(sender)
@@ -196,21 +198,6 @@ def engine_producer(port: int, address: str, count: int, size: int, durable: boo
 
 
 def engine_consumer(port: int, address: str, count: int, ready, done) -> None:
-    from cproton import (
-        PN_ACCEPTED,
-        PN_RELEASED,
-        pn_delivery_partial,
-        pn_delivery_pending,
-        pn_delivery_readable,
-        pn_delivery_settle,
-        pn_delivery_update,
-        pn_link_advance,
-        pn_link_credit,
-        pn_link_current,
-        pn_link_flow,
-    )
-    from cproton_ffi import ffi, lib
-
     client = _Engine(port, "bench-consumer", events=False)
     receiver = client.terminus(client.session.receiver("bench-consumer"), address)
     receiver.flow(CREDIT)
@@ -244,7 +231,6 @@ def engine_consumer(port: int, address: str, count: int, ready, done) -> None:
 
 
 def producer(port: int, address: str, count: int, size: int, durable: bool, ready, go) -> None:
-    from proton import Message
     from proton.handlers import MessagingHandler
     from proton.reactor import Container
 
@@ -318,8 +304,8 @@ def run_once(messages: int, size: int, producers: int, consumers: int, durable: 
                else f"\n  <journal-buffer-timeout>{buffer_timeout}</journal-buffer-timeout>")
     with tempfile.TemporaryDirectory(prefix="pybroker-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
         config = Path(tmp) / "broker.xml"
-        config.write_text(CONFIG.format(persistent="true" if durable else "false", data=tmp, port=port,
-                                     journal=journal))
+        write_broker_xml(config, port=port, data=tmp, persistent=durable, query="protocols=AMQP",
+                         extra=journal)
         server = (run_server([sys.executable, str(RELAY), "--port", str(port)], port) if relay
                   else run_broker(config, port))
         with server as broker:

@@ -51,6 +51,28 @@ def queue_capability() -> Any:
     return Capability()
 
 
+BROKER_XML = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
+  <persistence-enabled>{persistent}</persistence-enabled>
+  <security-enabled>false</security-enabled>
+  <journal-directory>{data}/journal</journal-directory>
+  <bindings-directory>{data}/bindings</bindings-directory>
+  <paging-directory>{data}/paging</paging-directory>
+  <large-messages-directory>{data}/large</large-messages-directory>{extra}
+  <acceptors><acceptor name="bench">tcp://127.0.0.1:{port}?{query}</acceptor></acceptors>
+</core></configuration>
+"""
+
+
+def write_broker_xml(path: Path, *, port: int, data: Path | str, persistent: bool, query: str,
+                     extra: str = "") -> Path:
+    """A broker.xml for a benchmark's pybroker: security off, every store under ``data``, one
+    acceptor on 127.0.0.1:``port`` with the URL query ``query`` (e.g. ``protocols=AMQP``);
+    ``extra`` goes into ``<core>`` as it is."""
+    path.write_text(BROKER_XML.format(persistent="true" if persistent else "false", data=data,
+                                      port=port, query=query, extra=extra))
+    return path
+
+
 @contextlib.contextmanager
 def run_broker(config: Path, port: int) -> Iterator[subprocess.Popen]:
     """``pybroker run --config config`` as a subprocess, until something listens on ``port``;

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import psutil
 from activemq_classic import activemq_classic, find_activemq_classic
-from benchlib import free_port, run_broker, wait_all
+from benchlib import free_port, run_broker, wait_all, write_broker_xml
 
 DESTINATION = "/queue/bench"
 RECEIPT_EVERY = 100  # a producer asks for a receipt on every 100th SEND ...
@@ -72,17 +72,6 @@ PREFETCH = 1000  # messages a consumer may hold unacknowledged
 FRAME_OVERHEAD = 256  # bytes of a MESSAGE frame beyond its body (pybroker's are ~230)
 
 PEERS = ("activemq-classic",)
-CONFIG = """<configuration xmlns="urn:activemq"><core xmlns="urn:activemq:core">
-  <persistence-enabled>{persistent}</persistence-enabled>
-  <security-enabled>false</security-enabled>
-  <journal-directory>{data}/journal</journal-directory>
-  <bindings-directory>{data}/bindings</bindings-directory>
-  <paging-directory>{data}/paging</paging-directory>
-  <large-messages-directory>{data}/large</large-messages-directory>
-  <acceptors><acceptor name="stomp">tcp://127.0.0.1:{port}?protocols=STOMP;anycastPrefix=/queue/;multicastPrefix=/topic/</acceptor></acceptors>
-</core></configuration>
-"""
-
 # --- the clients (each in its own process) -----------------------------------------------------
 
 
@@ -353,7 +342,8 @@ def move(port: int, pid: int, messages: int, size: int, producers: int, consumer
 @contextlib.contextmanager
 def pybroker(tmp: Path, port: int, durable: bool) -> Iterator[subprocess.Popen]:
     config = tmp / "broker.xml"
-    config.write_text(CONFIG.format(persistent="true" if durable else "false", data=tmp, port=port))
+    write_broker_xml(config, port=port, data=tmp, persistent=durable,
+                     query="protocols=STOMP;anycastPrefix=/queue/;multicastPrefix=/topic/")
     with run_broker(config, port) as broker:
         yield broker
 
