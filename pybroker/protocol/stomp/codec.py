@@ -89,7 +89,7 @@ _UNESCAPE_11 = {"n": "\n", "c": ":", "\\": "\\"}
 _UNESCAPE_12 = {"n": "\n", "c": ":", "\\": "\\", "r": "\r"}
 _ESCAPE_11 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c"})
 _ESCAPE_12 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c", "\r": "\\r"})
-# Most header texts need no escaping: a regex search is three times cheaper than translate().
+# A header text that needs escaping (the slow path of StompCodec.send).
 _NEEDS_ESCAPE = re.compile(r"[\\\n\r:]").search
 
 _BETWEEN = 0
@@ -249,6 +249,28 @@ class StompCodec:
     def _read_head(self) -> bool:
         buffer = self._buffer
         pos = self._pos
+        if self._command is None and not self._line_start:
+            # The whole head at once when it is all here and uses LF line ends (the common
+            # case): one search, one split. Anything else (a partial head, CRLF, a line or
+            # header count over the limits, an unknown command) takes the line-by-line path
+            # below, which reports the problem.
+            end = buffer.find(b"\n\n", pos)
+            if end > pos:
+                head = buffer[pos:end]
+                if b"\r" not in head:
+                    lines = head.split(b"\n")
+                    command = _COMMAND_BY_BYTES.get(bytes(lines[0]))
+                    if (
+                        command is not None
+                        and len(lines) <= self.max_headers + 1
+                        and max(map(len, lines)) <= self.max_header_length
+                    ):
+                        self._command = command
+                        del lines[0]
+                        self._lines = lines
+                        self._body_start = end + 2 - pos
+                        self._decode_headers()
+                        return True
         start = pos + self._line_start
         max_length = self.max_header_length
         while True:
@@ -424,6 +446,7 @@ class StompCodec:
             table = _ESCAPE_12 if version == "1.2" else _ESCAPE_11
         parts = [command, "\n"]
         content_length_written = False
+        lines = 0
         for name, value in frame.headers:
             if name == "content-length":
                 if content_length_written:
@@ -438,6 +461,38 @@ class StompCodec:
                         f"{_frame_name(command)}: header {name!r} cannot carry ':' in its name "
                         f"or line breaks when unescaped (version {version})"
                     )
+            parts += (name, ":", value, "\n")
+            lines += 1
+        if body and not content_length_written:
+            parts.append(f"content-length:{len(body)}\n")
+            lines += 1
+        parts.append("\n")
+        text = "".join(parts)
+        # Nothing to escape (the common case) when the head holds no backslash or CR and just
+        # one ':' and one line feed per header line: one scan of the head instead of a search
+        # per name and value.
+        if table is not None and (
+            "\\" in text or "\r" in text or text.count(":") != lines or text.count("\n") != lines + 2
+        ):
+            text = self._escaped_head(frame, command, body, table)
+        try:
+            head = text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise StompEncodingError(
+                f"{_frame_name(command)}: a header is not encodable as UTF-8 ({error.reason})"
+            ) from None
+        return b"".join((head, body, b"\x00\n"))
+
+    def _escaped_head(self, frame: Frame, command: str, body: bytes, table: dict[int, str]) -> str:
+        """:meth:`send`'s head when some header needs escaping (escaped versions only)."""
+        parts = [command, "\n"]
+        content_length_written = False
+        for name, value in frame.headers:
+            if name == "content-length":
+                if content_length_written:
+                    continue
+                value = str(len(body))
+                content_length_written = True
             elif _NEEDS_ESCAPE(name) is not None or _NEEDS_ESCAPE(value) is not None:
                 if table is _ESCAPE_11 and ("\r" in name or "\r" in value):
                     raise StompEncodingError(
@@ -450,13 +505,7 @@ class StompCodec:
         if body and not content_length_written:
             parts.append(f"content-length:{len(body)}\n")
         parts.append("\n")
-        try:
-            head = "".join(parts).encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise StompEncodingError(
-                f"{_frame_name(command)}: a header is not encodable as UTF-8 ({error.reason})"
-            ) from None
-        return b"".join((head, body, b"\x00\n"))
+        return "".join(parts)
 
     def send_heartbeat(self) -> bytes:
         """The bytes of one heart-beat (a line feed)."""

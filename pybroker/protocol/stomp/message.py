@@ -259,15 +259,17 @@ def message_headers(message: Message, delivery_count: int) -> tuple[list[tuple[s
     headers: list[tuple[str, str]] = [("destination", destination)]
     if correlation_id is not None:
         headers.append(("correlation-id", header_text(correlation_id)))
+    expiration, priority, timestamp = message.expiration, message.priority, message.timestamp
     headers += (
-        ("expires", header_text(message.expiration)),
+        # plain ints (the common case) without header_text's type checks
+        ("expires", str(expiration) if type(expiration) is int else header_text(expiration)),
         ("redelivered", "true" if delivery_count > 0 else "false"),
-        ("priority", header_text(message.priority)),
+        ("priority", str(priority) if type(priority) is int else header_text(priority)),
         ("persistent", "true" if message.durable else "false"),
     )
     if reply_to is not None:
         headers.append(("reply-to", header_text(reply_to)))
-    headers.append(("timestamp", header_text(message.timestamp)))
+    headers.append(("timestamp", str(timestamp) if type(timestamp) is int else header_text(timestamp)))
     if message_type is not None:
         headers.append(("type", header_text(message_type)))
     if content_type is not None:
