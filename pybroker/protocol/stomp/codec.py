@@ -148,6 +148,25 @@ def _parse_content_length(value: str, command: str) -> int:
     return int(value)
 
 
+def _escaped_head(parts: list[str], command: str, table: dict[int, str]) -> str:
+    """:meth:`StompCodec.send`'s head when some header needs escaping: ``parts`` is the command
+    line, then name, ':', value, LF for each header, then the blank line."""
+    escaped = parts[:2]
+    for index in range(2, len(parts) - 1, 4):
+        name, value = parts[index], parts[index + 2]
+        if _NEEDS_ESCAPE(name) is not None or _NEEDS_ESCAPE(value) is not None:
+            if table is _ESCAPE_11 and ("\r" in name or "\r" in value):
+                raise StompEncodingError(
+                    f"{_frame_name(command)}: header {name!r} holds a carriage return, "
+                    "which STOMP 1.1 cannot escape"
+                )
+            name = name.translate(table)
+            value = value.translate(table)
+        escaped += (name, ":", value, "\n")
+    escaped.append("\n")
+    return "".join(escaped)
+
+
 class StompCodec:
     """Bytes to STOMP events and frames to bytes, for one connection, broker side.
 
@@ -464,7 +483,7 @@ class StompCodec:
             parts += (name, ":", value, "\n")
             lines += 1
         if body and not content_length_written:
-            parts.append(f"content-length:{len(body)}\n")
+            parts += ("content-length", ":", str(len(body)), "\n")
             lines += 1
         parts.append("\n")
         text = "".join(parts)
@@ -474,7 +493,7 @@ class StompCodec:
         if table is not None and (
             "\\" in text or "\r" in text or text.count(":") != lines or text.count("\n") != lines + 2
         ):
-            text = self._escaped_head(frame, command, body, table)
+            text = _escaped_head(parts, command, table)
         try:
             head = text.encode("utf-8")
         except UnicodeEncodeError as error:
@@ -482,30 +501,6 @@ class StompCodec:
                 f"{_frame_name(command)}: a header is not encodable as UTF-8 ({error.reason})"
             ) from None
         return b"".join((head, body, b"\x00\n"))
-
-    def _escaped_head(self, frame: Frame, command: str, body: bytes, table: dict[int, str]) -> str:
-        """:meth:`send`'s head when some header needs escaping (escaped versions only)."""
-        parts = [command, "\n"]
-        content_length_written = False
-        for name, value in frame.headers:
-            if name == "content-length":
-                if content_length_written:
-                    continue
-                value = str(len(body))
-                content_length_written = True
-            elif _NEEDS_ESCAPE(name) is not None or _NEEDS_ESCAPE(value) is not None:
-                if table is _ESCAPE_11 and ("\r" in name or "\r" in value):
-                    raise StompEncodingError(
-                        f"{_frame_name(command)}: header {name!r} holds a carriage return, "
-                        "which STOMP 1.1 cannot escape"
-                    )
-                name = name.translate(table)
-                value = value.translate(table)
-            parts += (name, ":", value, "\n")
-        if body and not content_length_written:
-            parts.append(f"content-length:{len(body)}\n")
-        parts.append("\n")
-        return "".join(parts)
 
     def send_heartbeat(self) -> bytes:
         """The bytes of one heart-beat (a line feed)."""
