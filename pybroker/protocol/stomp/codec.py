@@ -75,6 +75,7 @@ _LF = 0x0A
 _CR = 0x0D
 
 _COMMAND_BY_BYTES: dict[bytes, str] = {command.encode("ascii"): command for command in COMMANDS}
+_COMMAND_BY_TEXT: dict[str, str] = {command: command for command in COMMANDS}
 # Every non-empty prefix of "COMMAND" and "COMMAND\r": lets the decoder reject a bad command
 # (an HTTP request, binary noise) before its line feed arrives.
 _COMMAND_PREFIXES: frozenset[bytes] = frozenset(
@@ -276,19 +277,19 @@ class StompCodec:
             end = buffer.find(b"\n\n", pos)
             if end > pos:
                 head = buffer[pos:end]
-                if b"\r" not in head:
-                    lines = head.split(b"\n")
-                    command = _COMMAND_BY_BYTES.get(bytes(lines[0]))
+                # ASCII: its text's lengths are its byte lengths, and it decodes without fail
+                if b"\r" not in head and head.isascii():
+                    texts = head.decode("ascii").split("\n")
+                    command = _COMMAND_BY_TEXT.get(texts[0])
                     if (
                         command is not None
-                        and len(lines) <= self.max_headers + 1
-                        and max(map(len, lines)) <= self.max_header_length
+                        and len(texts) <= self.max_headers + 1
+                        and max(map(len, texts)) <= self.max_header_length
                     ):
                         self._command = command
-                        del lines[0]
-                        self._lines = lines
+                        del texts[0]
                         self._body_start = end + 2 - pos
-                        self._decode_headers()
+                        self._decode_headers(texts)
                         return True
         start = pos + self._line_start
         max_length = self.max_header_length
@@ -349,7 +350,9 @@ class StompCodec:
                 f"{_frame_name(self._command)}: frame is larger than {self.max_frame_size} bytes"
             )
 
-    def _decode_headers(self) -> None:
+    def _decode_headers(self, texts: list[str] | None = None) -> None:
+        """Decode the head's header lines: ``self._lines`` (raw), or ``texts`` when the caller
+        decoded them already (ASCII, no CR: nothing of the checks below can fail)."""
         command = self._command
         assert command is not None
         version = self._version
@@ -359,20 +362,21 @@ class StompCodec:
         table = _UNESCAPE_12 if version == "1.2" else _UNESCAPE_11
         headers: list[tuple[str, str]] = []
         content_length: int | None = None
-        # Lines hold no LF, so one decode of the joined block stands for one per line.
-        block = b"\n".join(self._lines)
-        if strict_cr and b"\r" in block:
-            number = next(n for n, raw in enumerate(self._lines, 1) if b"\r" in raw)
-            raise StompProtocolError(
-                f"{_frame_name(command)}: header line {number} holds a carriage return"
-            )
-        try:
-            texts = block.decode("utf-8").split("\n") if block else []
-        except UnicodeDecodeError:
-            number = next(n for n, raw in enumerate(self._lines, 1) if not _is_utf8(raw))
-            raise StompProtocolError(
-                f"{_frame_name(command)}: header line {number} is not valid UTF-8"
-            ) from None
+        if texts is None:
+            # Lines hold no LF, so one decode of the joined block stands for one per line.
+            block = b"\n".join(self._lines)
+            if strict_cr and b"\r" in block:
+                number = next(n for n, raw in enumerate(self._lines, 1) if b"\r" in raw)
+                raise StompProtocolError(
+                    f"{_frame_name(command)}: header line {number} holds a carriage return"
+                )
+            try:
+                texts = block.decode("utf-8").split("\n") if block else []
+            except UnicodeDecodeError:
+                number = next(n for n, raw in enumerate(self._lines, 1) if not _is_utf8(raw))
+                raise StompProtocolError(
+                    f"{_frame_name(command)}: header line {number} is not valid UTF-8"
+                ) from None
         for number, text in enumerate(texts, 1):
             name, colon, value = text.partition(":")
             if not name:
