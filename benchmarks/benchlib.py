@@ -83,19 +83,19 @@ def run_broker(config: Path, port: int) -> Iterator[subprocess.Popen]:
 
 
 @contextlib.contextmanager
-def run_server(command: list[str], port: int, *, timeout: float = 30,
-               log: Path | None = None) -> Iterator[subprocess.Popen]:
-    """``command`` as a subprocess, until something listens on ``port`` (at most ``timeout``
-    s); stopped by its PID (SIGTERM, then SIGKILL after 60 s) on exit. Its stderr goes to a
-    temporary file (a pipe nobody reads would stall a server that logs much), or its stdout
-    and stderr to ``log`` when given; the end of it is quoted when it fails to start."""
+def run_server(command: list[str], port: int, *, timeout: float = 30, log: Path | None = None,
+               cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """``command`` as a subprocess (in ``cwd``), until something listens on ``port`` (at most
+    ``timeout`` s); stopped by its PID (SIGTERM, then SIGKILL after 60 s) on exit. Its stderr
+    goes to a temporary file (a pipe nobody reads would stall a server that logs much), or its
+    stdout and stderr to ``log`` when given; the end of it is quoted when it fails to start."""
     with contextlib.ExitStack() as stack:
         if log is None:
             output = stack.enter_context(tempfile.TemporaryFile())
-            server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=output)
+            server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=output, cwd=cwd)
         else:
             output = stack.enter_context(open(log, "w+b"))
-            server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             try:
                 wait_port(port, timeout, process=server)

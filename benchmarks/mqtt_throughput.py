@@ -45,7 +45,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,17 +58,6 @@ from benchlib import free_port, run_server
 TOPIC = "bench/throughput"
 PAYLOAD = b"x" * 1024
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"broker exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
 # --- clients (each in its own process) ---------------------------------------------------------
@@ -165,28 +153,16 @@ def pybroker_process(work: Path, profile: str | None = None):  # type: ignore[no
     etc.mkdir(parents=True)
     default = (ROOT / "pybroker" / "config" / "default-broker.xml").read_text()
     (etc / "broker.xml").write_text(default.replace("${pybroker.default.port:61616}", str(port)))
-    log = open(work / "pybroker.log", "wb")  # noqa: SIM115 - closed below
     profiler = ["-m", "cProfile", "-o", str(Path(profile).resolve())] if profile else []
-    process = subprocess.Popen(
-        [sys.executable, *profiler, "-m", "pybroker", "run", "--config", str(etc / "broker.xml"),
-         "--log-level", "WARNING"],
-        cwd=work / "pybroker", stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process)
+    command = [sys.executable, *profiler, "-m", "pybroker", "run", "--config", str(etc / "broker.xml"),
+               "--log-level", "WARNING"]
+    with run_server(command, port, timeout=60, log=work / "pybroker.log", cwd=work / "pybroker") as process:
         storage = "journal"
         try:
             import pybroker.storage.journal_storage  # noqa: F401
         except ImportError:
             storage = "memory (journal storage not available in this build)"
         yield port, process.pid, {"persistence_enabled": True, "storage": storage}
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(20)
-        if process.poll() is None:
-            process.kill()
-        log.close()
 
 
 AMQTT_CONFIG = """\
@@ -231,19 +207,9 @@ def amqtt_process(work: Path, executable: Path):  # type: ignore[no-untyped-def]
     port = free_port()
     config = work / "amqtt.yaml"
     config.write_text(AMQTT_CONFIG.format(port=port))
-    log = open(work / "amqtt.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([str(executable), "-c", str(config)], cwd=work, stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, process)
+    with run_server([str(executable), "-c", str(config)], port, timeout=60, log=work / "amqtt.log",
+                    cwd=work) as process:
         yield port, process.pid, {}
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(20)
-        if process.poll() is None:
-            process.kill()
-        log.close()
 
 
 MOSQUITTO_CONFIG = """\
