@@ -14,10 +14,10 @@ when it is framed.
 batch's chunks with ``pwrite``, fdatasyncs every file written since the last sync when the
 batch holds a durable record (or an explicit ``sync()``), and resolves the batch's futures
 with one ``call_soon_threadsafe``. The records of a batch share its futures: one for those
-that wait for the write, one for those that wait for the fdatasync. Whatever arrives while a batch is being written or synced
-goes into the next batch: that is the group commit. ``buffer_timeout_ns`` is Artemis's
-timed-buffer spacing: a batch waits at most that long after the previous flush started to
-gather more (0 = write at once); ``buffer_size`` caps a batch. One difference from Artemis's
+that wait for the write, one for those that wait for the fdatasync. Whatever arrives while a
+batch is being written or synced goes into the next batch: that is the group commit.
+``buffer_timeout_ns`` is Artemis's timed-buffer spacing: a batch waits at most that long after
+the previous flush started to gather more (0 = write at once); ``buffer_size`` caps a batch. One difference from Artemis's
 TimedBuffer: a record that finds the writer idle after a batch of a few records is written at
 once, so a lone synchronous producer does not pay the whole timeout per message; under load
 (records arriving while a batch is written, or big batches) the spacing applies as in Artemis.

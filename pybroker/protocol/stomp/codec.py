@@ -75,7 +75,6 @@ _LF = 0x0A
 _CR = 0x0D
 
 _COMMAND_BY_BYTES: dict[bytes, str] = {command.encode("ascii"): command for command in COMMANDS}
-_COMMAND_BY_TEXT: dict[str, str] = {command: command for command in COMMANDS}
 # Every non-empty prefix of "COMMAND" and "COMMAND\r": lets the decoder reject a bad command
 # (an HTTP request, binary noise) before its line feed arrives.
 _COMMAND_PREFIXES: frozenset[bytes] = frozenset(
@@ -280,9 +279,9 @@ class StompCodec:
                 # ASCII: its text's lengths are its byte lengths, and it decodes without fail
                 if b"\r" not in head and head.isascii():
                     texts = head.decode("ascii").split("\n")
-                    command = _COMMAND_BY_TEXT.get(texts[0])
+                    command = texts[0]
                     if (
-                        command is not None
+                        command in COMMANDS
                         and len(texts) <= self.max_headers + 1
                         and max(map(len, texts)) <= self.max_header_length
                     ):
@@ -352,7 +351,7 @@ class StompCodec:
 
     def _decode_headers(self, texts: list[str] | None = None) -> None:
         """Decode the head's header lines: ``self._lines`` (raw), or ``texts`` when the caller
-        decoded them already (ASCII, no CR: nothing of the checks below can fail)."""
+        decoded them already (ASCII without CR: the CR and UTF-8 checks cannot fail)."""
         command = self._command
         assert command is not None
         version = self._version
